@@ -1,0 +1,1 @@
+"""Lightning callbacks: NaN guards and image panels for W&B / TensorBoard."""

@@ -1,0 +1,1 @@
+"""AIST: CycleGAN with alpha (mask) and ResNet-18 feature-distance losses."""

@@ -1,0 +1,1 @@
+"""Differentiable point clouds (Insafutdinov & Dosovitskiy, NeurIPS 2018): shape and pose."""

@@ -1,0 +1,58 @@
+"""Printing and saving the resolved config; instantiating callbacks and loggers from it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from occaist.utils.io import write_text_atomic
+from occaist.utils.logging import RankedLogger
+
+log = RankedLogger(__name__)
+
+PRINT_ORDER = ("data", "model", "callbacks", "logger", "trainer", "paths", "extras")
+
+
+def config_tree_text(cfg: DictConfig, order: Sequence[str] = PRINT_ORDER) -> str:
+    """The resolved config as YAML with the main groups first (what ``config_tree.log`` holds)."""
+    keys = [k for k in order if k in cfg] + [k for k in cfg if k not in order]
+    return "".join(
+        OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [key]), resolve=True) for key in keys
+    )
+
+
+def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None) -> None:
+    """Show the resolved config as a rich tree and save it as ``config_tree.log`` in the run dir."""
+    import rich
+    import rich.syntax
+    import rich.tree
+
+    tree = rich.tree.Tree("CONFIG", style="dim", guide_style="dim")
+    keys = [k for k in PRINT_ORDER if k in cfg] + [k for k in cfg if k not in PRINT_ORDER]
+    for key in keys:
+        branch = tree.add(key, style="bold", guide_style="dim")
+        value = cfg[key]
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        branch.add(rich.syntax.Syntax(text, "yaml"))
+    rich.print(tree)
+    if save_to is not None:
+        write_text_atomic(Path(save_to) / "config_tree.log", config_tree_text(cfg))
+
+
+def instantiate_collection(cfg: DictConfig | None, kind: str) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a keyed group (``callbacks``, ``logger``)."""
+    objects: list[Any] = []
+    if not cfg:
+        log.info("no %s configured", kind)
+        return objects
+    if not isinstance(cfg, DictConfig):
+        raise TypeError(f"{kind} config must be a mapping of named entries, got {type(cfg)}")
+    for name, conf in cfg.items():
+        if isinstance(conf, DictConfig) and "_target_" in conf:
+            log.info("instantiating %s %s <%s>", kind, name, conf._target_)
+            objects.append(hydra.utils.instantiate(conf))
+    return objects

@@ -1,0 +1,34 @@
+"""Shared fixtures: environment for offline, quiet, single-threaded tests; the tiny world."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The ``tiny`` synthetic world (seed 0), generated once per test session and worker."""
+    from occaist.synth import generate_world
+
+    root = tmp_path_factory.mktemp("world")
+    generate_world(root, preset="tiny", seed=0)
+    return root
