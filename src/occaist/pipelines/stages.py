@@ -1,0 +1,113 @@
+"""Resumable multi-stage studies: each stage is skipped when its outputs exist for the same config.
+
+A stage owns one directory ``<study>/<stage name>/``. When it finishes, the runner writes
+``stage.json`` there (atomically, last): the SHA-256 of the stage's resolved config, the config
+itself, the declared outputs, and the wall time. On the next run a stage whose manifest has the
+same hash and whose outputs all exist is skipped; any other state (no manifest, another config,
+missing outputs) reruns it, and a stage that can resume itself (a training run with
+``last.ckpt``) does so. A study killed anywhere therefore resumes at the first unfinished stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from occaist.utils.io import write_json_atomic
+from occaist.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+MANIFEST = "stage.json"
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """SHA-256 of the config as canonical JSON (sorted keys), the identity of a stage's work."""
+    text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class Stage:
+    """One step of a study.
+
+    Attributes:
+        name: directory name of the stage inside the study directory.
+        config: everything that determines the stage's outputs (JSON-serialisable); upstream
+            stages' hashes belong here so that a changed input reruns the stage.
+        run: ``run(stage_dir)`` does the work and writes the outputs into ``stage_dir``.
+        outputs: paths relative to ``stage_dir`` that must exist after ``run``.
+    """
+
+    name: str
+    config: dict[str, Any]
+    run: Callable[[Path], None]
+    outputs: Sequence[str] = field(default_factory=tuple)
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self.config)
+
+
+def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
+    """The finished stage's manifest, or ``None`` when the stage never completed."""
+    path = stage_dir / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def is_done(stage: Stage, stage_dir: Path) -> bool:
+    """Whether ``stage_dir`` holds this stage's finished outputs for exactly this config."""
+    manifest = read_manifest(stage_dir)
+    return (
+        manifest is not None
+        and manifest.get("config_hash") == stage.hash
+        and all((stage_dir / out).exists() for out in stage.outputs)
+    )
+
+
+def run_stage(stage: Stage, study_dir: Path) -> tuple[Path, bool]:
+    """Run ``stage`` unless it is done; return its directory and whether it ran now."""
+    stage_dir = Path(study_dir) / stage.name
+    if is_done(stage, stage_dir):
+        log.info("stage %-24s done already (config %s): skipped", stage.name, stage.hash[:10])
+        return stage_dir, False
+    stale = read_manifest(stage_dir)
+    if stale is not None:
+        log.info(
+            "stage %s: config changed (%s -> %s), rerunning",
+            stage.name,
+            str(stale.get("config_hash"))[:10],
+            stage.hash[:10],
+        )
+        (stage_dir / MANIFEST).unlink()
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    log.info("stage %-24s running (config %s)", stage.name, stage.hash[:10])
+    start = time.perf_counter()
+    stage.run(stage_dir)
+    missing = [out for out in stage.outputs if not (stage_dir / out).exists()]
+    if missing:
+        raise RuntimeError(f"stage {stage.name!r} finished without its outputs {missing}")
+    seconds = time.perf_counter() - start
+    write_json_atomic(
+        stage_dir / MANIFEST,
+        {
+            "stage": stage.name,
+            "config_hash": stage.hash,
+            "config": stage.config,
+            "outputs": list(stage.outputs),
+            "seconds": round(seconds, 2),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+    log.info("stage %-24s finished in %.1f s", stage.name, seconds)
+    return stage_dir, True
