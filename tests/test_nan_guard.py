@@ -28,8 +28,13 @@ class _DivergingModel(BoringModel):
 @pytest.mark.parametrize("bad_step", [0, 3])
 def test_stops_at_first_nan(tmp_path: Path, bad_step: int) -> None:
     trainer = pl.Trainer(
-        default_root_dir=tmp_path, max_steps=10, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[NaNGuard()],
+        default_root_dir=tmp_path,
+        max_steps=10,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[NaNGuard()],
     )
     with pytest.raises(NonFiniteLossError, match="non-finite"):
         trainer.fit(_DivergingModel(bad_step))
@@ -38,8 +43,13 @@ def test_stops_at_first_nan(tmp_path: Path, bad_step: int) -> None:
 
 def test_finite_training_is_untouched(tmp_path: Path) -> None:
     trainer = pl.Trainer(
-        default_root_dir=tmp_path, max_steps=5, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[NaNGuard()],
+        default_root_dir=tmp_path,
+        max_steps=5,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[NaNGuard()],
     )
     trainer.fit(_DivergingModel(bad_step=10**6))
     assert trainer.global_step == 5

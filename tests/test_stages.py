@@ -58,7 +58,7 @@ def test_killed_stage_leaves_no_manifest_and_reruns(tmp_path: Path) -> None:
 
 def test_missing_outputs_are_an_error(tmp_path: Path) -> None:
     stage = Stage(name="bad", config={}, run=lambda d: None, outputs=["never.txt"])
-    with pytest.raises(RuntimeError, match="never.txt"):
+    with pytest.raises(RuntimeError, match=r"never\.txt"):
         run_stage(stage, tmp_path)
     assert not (tmp_path / "bad" / MANIFEST).exists()
 

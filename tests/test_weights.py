@@ -12,7 +12,9 @@ from torch import nn
 from occaist.utils import weights
 
 
-def test_default_path_is_torchvision_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_default_path_is_torchvision_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     assert weights.default_weights_path("resnet18") == (
         tmp_path / "th" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"

@@ -75,8 +75,17 @@ def log_hyperparameters(objects: dict[str, Any]) -> None:
     model = objects["model"]
     hparams = {
         key: cfg.get(key)
-        for key in ("model", "data", "trainer", "callbacks", "extras", "task_name", "tags",
-                    "ckpt_path", "seed")
+        for key in (
+            "model",
+            "data",
+            "trainer",
+            "callbacks",
+            "extras",
+            "task_name",
+            "tags",
+            "ckpt_path",
+            "seed",
+        )
     }
     hparams["model/params/total"] = sum(p.numel() for p in model.parameters())
     hparams["model/params/trainable"] = sum(
@@ -98,7 +107,9 @@ def _finish_wandb() -> None:
 
 def _metrics(trainer: Any) -> dict[str, float]:
     return {
-        k: float(v) for k, v in trainer.callback_metrics.items() if getattr(v, "numel", lambda: 1)() == 1
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if getattr(v, "numel", lambda: 1)() == 1
     }
 
 
@@ -164,12 +175,12 @@ def objective_value(metrics: dict[str, float], name: str | None) -> float | None
     if not name:
         return None
     if name not in metrics:
-        raise KeyError(
-            f"optimized_metric {name!r} was not logged; available: {sorted(metrics)}"
-        )
+        raise KeyError(f"optimized_metric {name!r} was not logged; available: {sorted(metrics)}")
     value = float(metrics[name])
     if not math.isfinite(value):
-        log.warning("objective %s=%s is not finite: returning %s", name, value, NON_FINITE_OBJECTIVE)
+        log.warning(
+            "objective %s=%s is not finite: returning %s", name, value, NON_FINITE_OBJECTIVE
+        )
         return NON_FINITE_OBJECTIVE
     return value
 

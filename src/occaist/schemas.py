@@ -65,7 +65,6 @@ def conf_dir() -> Path:
     return Path(str(resources.files("occaist") / "conf"))
 
 
-
 def _import_target_any(path: str) -> Any:
     """Import ``a.b.C`` or nested ``a.b.C.D`` (walks back until a module imports)."""
     parts = path.split(".")

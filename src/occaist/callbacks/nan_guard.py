@@ -26,7 +26,11 @@ class NaNGuard(pl.Callback):
         self.check_every_n_steps = max(int(check_every_n_steps), 1)
 
     def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
         batch_idx: int,
     ) -> None:
         if trainer.global_step % self.check_every_n_steps:

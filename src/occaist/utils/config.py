@@ -26,7 +26,7 @@ def config_tree_text(cfg: DictConfig, order: Sequence[str] = PRINT_ORDER) -> str
 
 
 def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None) -> None:
-    """Show the resolved config as a rich tree and save it as ``config_tree.log`` in the run dir."""
+    """Show the resolved config as a rich tree; save it as ``config_tree.log`` in ``save_to``."""
     import rich
     import rich.syntax
     import rich.tree
@@ -36,7 +36,9 @@ def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None) -> Non
     for key in keys:
         branch = tree.add(key, style="bold", guide_style="dim")
         value = cfg[key]
-        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        text = (
+            OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        )
         branch.add(rich.syntax.Syntax(text, "yaml"))
     rich.print(tree)
     if save_to is not None:

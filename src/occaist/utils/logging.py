@@ -16,7 +16,7 @@ def _rank() -> int:
 
 
 class RankedLogger(logging.LoggerAdapter):
-    """A logger that prefixes the process rank and logs on rank 0 unless ``rank_zero_only=False``."""
+    """A logger that prefixes the rank; logs on rank 0 only unless ``rank_zero_only=False``."""
 
     def __init__(
         self,
