@@ -1,0 +1,109 @@
+"""Every config composes; schema errors surface at compose time with the key's full path."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from occaist.cli import NON_FINITE_OBJECTIVE, objective_value
+from occaist.schemas import TARGET_GROUPS, conf_dir, schema_name
+from tests.helpers import composed
+
+CONF = conf_dir()
+
+
+def _names(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", _names("experiment"))
+def test_every_experiment_composes(experiment: str) -> None:
+    with composed([f"experiment={experiment}"]) as cfg:
+        assert cfg.data._target_ and cfg.model._target_
+        OmegaConf.to_container(cfg.model, resolve=False)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [f"trainer={n}" for n in _names("trainer")]
+    + [f"logger={n}" for n in _names("logger")]
+    + [f"callbacks={n}" for n in _names("callbacks")]
+    + [f"debug={n}" for n in _names("debug")]
+    + [f"hparams_search={n}" for n in _names("hparams_search")]
+    + [f"data={n}" for n in _names("data")]
+    + [f"model={n}" for n in _names("model")],
+)
+def test_every_group_option_composes(override: str) -> None:
+    with composed([override]) as cfg:
+        assert "trainer" in cfg
+
+
+def test_eval_config_composes() -> None:
+    with composed(["ckpt_path=some.ckpt"], config_name="eval.yaml") as cfg:
+        assert cfg.ckpt_path == "some.ckpt"
+
+
+def test_every_target_yaml_declares_its_schema() -> None:
+    for group in TARGET_GROUPS:
+        for path in sorted((CONF / group).glob("*.yaml")):
+            raw = OmegaConf.load(path)
+            has_target = "_target_" in raw or any(
+                isinstance(v, dict) and "_target_" in v
+                for v in OmegaConf.to_container(raw).values()
+            )
+            if has_target:
+                assert schema_name(path) in list(raw.get("defaults", [])), (
+                    f"{path} has a _target_ but does not list {schema_name(path)} in its defaults"
+                )
+
+
+def _write_experiment(dir_: Path, name: str, body: str) -> str:
+    exp = dir_ / "experiment"
+    exp.mkdir(parents=True, exist_ok=True)
+    (exp / f"{name}.yaml").write_text("# @package _global_\n" + body)
+    return f"hydra.searchpath=[file://{dir_}]"
+
+
+def test_misspelled_key_in_experiment_fails_with_full_key(tmp_path: Path) -> None:
+    searchpath = _write_experiment(tmp_path, "typo_exp", "model:\n  definitely_not_a_key: 3\n")
+    with (
+        pytest.raises(ConfigCompositionException) as err,
+        composed([searchpath, "experiment=typo_exp"]),
+    ):
+        pass
+    text = f"{err.value} {err.value.__cause__}"
+    assert "definitely_not_a_key" in text
+    assert "model.definitely_not_a_key" in text
+
+
+def test_wrong_type_in_experiment_fails_with_full_key(tmp_path: Path) -> None:
+    searchpath = _write_experiment(tmp_path, "type_exp", "trainer:\n  max_steps: many\n")
+    with (
+        pytest.raises(ConfigCompositionException) as err,
+        composed([searchpath, "experiment=type_exp"]),
+    ):
+        pass
+    text = f"{err.value} {err.value.__cause__}"
+    assert "many" in text
+    assert "trainer.max_steps" in text
+
+
+def test_wrong_type_on_command_line_fails() -> None:
+    with (
+        pytest.raises(ConfigCompositionException, match=r"trainer\.max_epochs"),
+        composed(["trainer.max_epochs=abc"]),
+    ):
+        pass
+
+
+def test_objective_value_turns_nan_into_penalty() -> None:
+    assert objective_value({"val/loss": float("nan")}, "val/loss") == NON_FINITE_OBJECTIVE
+    assert objective_value({"val/loss": 0.25}, "val/loss") == 0.25
+    assert objective_value({"val/loss": 1.0}, None) is None
+    assert math.isfinite(objective_value({"val/loss": float("inf")}, "val/loss"))
+    with pytest.raises(KeyError, match="val/other"):
+        objective_value({"val/loss": 1.0}, "val/other")
