@@ -1,0 +1,465 @@
+"""``AISTCycleGAN``: the annotation-invariant style-transfer CycleGAN (thesis chapter 4, 6.1).
+
+Two ResNet generators, G: X (synthetic renders) -> Y (real segments) and F: Y -> X, and two
+70x70 PatchGAN discriminators D_Y, D_X, trained with manual optimisation in upstream's order:
+
+1. generator step with both discriminators frozen (``toggle_optimizer``):
+   ``L_G = V_LSGAN_G + V_LSGAN_F + V_CYCLE_fwd + V_CYCLE_bwd + V_Idt_G + V_Idt_F
+   + V_Alpha_G + V_Alpha_F + V_ResDist_G + V_ResDist_F``;
+2. discriminator step on real images and pooled (history of 50) generated images, each
+   discriminator's LSGAN loss halved.
+
+Deviations from upstream/thesis, each a switch: ``alpha_mode`` (``proxy_soft`` default,
+``proxy_hard`` thesis as written, ``channel`` true RGBA; see :mod:`.losses`),
+``generator_activation`` (``leaky_relu`` 0.01 thesis, ``relu`` upstream), ``lr_policy``
+(``constant`` thesis, ``linear`` upstream's decay).
+
+Unlike upstream, a checkpoint holds both optimisers, both schedulers and both image pools, so
+resuming (``ckpt_path=...``) continues the same run (bit-for-bit on CPU with a fixed seed). The
+hyperparameters are plain numbers and strings (no partial objects) so checkpoints load with
+``torch.load(weights_only=True)``, and :func:`occaist.stylize.load_generator` can rebuild G from
+a checkpoint alone.
+
+Inference: :meth:`AISTCycleGAN.stylize` (or ``forward``) applies G to images in [-1, 1].
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from occaist.models.aist.image_pool import ImagePool
+from occaist.models.aist.losses import (
+    ALPHA_MODES,
+    FeatureDistance,
+    PooledFeatures,
+    alpha_loss,
+    alpha_mask,
+    cycle_loss,
+    identity_loss,
+    lsgan_discriminator_loss,
+    lsgan_generator_loss,
+    resnet18_trunk,
+)
+from occaist.models.aist.networks import PatchDiscriminator, ResnetGenerator
+from occaist.utils.logging import RankedLogger
+from occaist.utils.weights import MissingWeightsError, resolve_weights_path
+
+log = RankedLogger(__name__)
+
+LR_POLICIES = ("constant", "linear")
+
+
+class LinearDecay:
+    """Upstream's ``linear`` LR factor for the 0-based epoch ``e`` (stepped at each epoch end).
+
+    ``factor(e) = 1 - max(0, e + 1 - n_epochs) / (n_epochs_decay + 1)``: the base rate for
+    the first ``n_epochs`` epochs, then a linear decay over ``n_epochs_decay`` epochs ending at
+    ``base / (n_epochs_decay + 1)``. (Upstream's 2020 loop steps at epoch start and reaches 0;
+    we keep the 2018 end-of-epoch convention so no epoch trains at rate 0.) A picklable class
+    rather than a lambda, so the scheduler's state is saved in the checkpoint.
+    """
+
+    def __init__(self, n_epochs: int, n_epochs_decay: int) -> None:
+        self.n_epochs = n_epochs
+        self.n_epochs_decay = n_epochs_decay
+
+    def __call__(self, epoch: int) -> float:
+        return 1.0 - max(0, epoch + 1 - self.n_epochs) / float(self.n_epochs_decay + 1)
+
+
+class ConstantFactor:
+    """LR factor 1 (the thesis kept 2e-4 throughout training, section 6.1.1)."""
+
+    def __call__(self, epoch: int) -> float:
+        return 1.0
+
+
+def mask_iou(mask_a: Tensor, mask_b: Tensor) -> Tensor:
+    """Per-image IoU of two boolean masks (B, 1, H, W) -> (B,); 1 where both are empty."""
+    inter = (mask_a & mask_b).flatten(1).sum(1).float()
+    union = (mask_a | mask_b).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
+
+class AISTCycleGAN(pl.LightningModule):
+    """CycleGAN with alpha and ResNet-18 feature-distance losses (thesis eq. in section 6.1).
+
+    Batches are dicts ``{"A": x, "B": y}`` with x, y (B, C, H, W) in [-1, 1], C = 3 or 4
+    (4 exactly when ``alpha_mode="channel"``).
+
+    Args:
+        lambda_A, lambda_B: cycle weights lambda_A (X -> Y -> X) and lambda_B (Y -> X -> Y).
+        lambda_idt: identity weight lambda_idt (times lambda_B for G(y), lambda_A for F(x)).
+        lambda_alpha_G, lambda_alpha_F: lambda_Alpha_G, lambda_Alpha_F.
+        lambda_res_G, lambda_res_F: lambda_ResDist_G, lambda_ResDist_F.
+        alpha_mode: ``proxy_soft`` | ``proxy_hard`` | ``channel`` (see :mod:`.losses`).
+        alpha_temperature: temperature T of ``proxy_soft``.
+        res_weights: ResNet-18 ImageNet weights for Phi: ``"default"`` (torchvision's cache),
+            a file, or ``None`` (random Phi, tests only). Unused when both lambda_res are 0.
+        generator_channels, generator_blocks: ngf (64) and residual blocks (9).
+        generator_activation, generator_negative_slope: ``leaky_relu`` 0.01 (thesis) or ``relu``.
+        discriminator_channels, discriminator_layers: ndf (64) and strided layers (3 = 70x70).
+        lr, beta1, beta2: Adam settings of both optimisers (2e-4, 0.5, 0.999).
+        lr_policy: ``constant`` (thesis) or ``linear`` (upstream; see :class:`LinearDecay`).
+        n_epochs, n_epochs_decay: the ``linear`` policy's epochs at full rate and of decay.
+        pool_size, pool_seed: image-pool capacity (50) and the seed of its random draws.
+        channels_last: run the networks in channels-last memory format (faster on some CPUs/GPUs).
+        image_log_every_n_steps: image panels every N training batches (W&B / TensorBoard only).
+        fid_weights: ResNet-18 weights for FID/KID on validation/test (``None``: off). The
+            metrics are skipped with a warning when the file is missing. They use ResNet-18
+            pooled features, so they are not comparable with published (Inception) FID.
+        kid_subset_size: KID subset size (KID is skipped when fewer fake images were seen).
+    """
+
+    def __init__(
+        self,
+        lambda_A: float = 10.0,
+        lambda_B: float = 10.0,
+        lambda_idt: float = 0.1,
+        lambda_alpha_G: float = 2.0,
+        lambda_alpha_F: float = 2.0,
+        lambda_res_G: float = 1.75,
+        lambda_res_F: float = 1.75,
+        alpha_mode: str = "proxy_soft",
+        alpha_temperature: float = 0.1,
+        res_weights: str | None = "default",
+        generator_channels: int = 64,
+        generator_blocks: int = 9,
+        generator_activation: str = "leaky_relu",
+        generator_negative_slope: float = 0.01,
+        discriminator_channels: int = 64,
+        discriminator_layers: int = 3,
+        lr: float = 2e-4,
+        beta1: float = 0.5,
+        beta2: float = 0.999,
+        lr_policy: str = "constant",
+        n_epochs: int = 100,
+        n_epochs_decay: int = 100,
+        pool_size: int = 50,
+        pool_seed: int = 0,
+        channels_last: bool = False,
+        image_log_every_n_steps: int = 500,
+        fid_weights: str | None = None,
+        kid_subset_size: int = 50,
+    ) -> None:
+        super().__init__()
+        if alpha_mode not in ALPHA_MODES:
+            raise ValueError(f"alpha_mode must be one of {ALPHA_MODES}, got {alpha_mode!r}")
+        if lr_policy not in LR_POLICIES:
+            raise ValueError(f"lr_policy must be one of {LR_POLICIES}, got {lr_policy!r}")
+        self.save_hyperparameters(logger=False)
+        self.automatic_optimization = False
+        channels = 4 if alpha_mode == "channel" else 3
+        self.channels = channels
+
+        def generator() -> ResnetGenerator:
+            return ResnetGenerator(
+                channels,
+                channels,
+                generator_channels,
+                generator_blocks,
+                generator_activation,
+                generator_negative_slope,
+            )
+
+        def discriminator() -> PatchDiscriminator:
+            return PatchDiscriminator(channels, discriminator_channels, discriminator_layers)
+
+        self.G = generator()  # X (synthetic) -> Y (real)
+        self.F = generator()  # Y (real) -> X (synthetic)
+        self.D_Y = discriminator()  # real vs G(x)
+        self.D_X = discriminator()  # synthetic vs F(y)
+        self.pool_fake_y = ImagePool(pool_size, seed=pool_seed)
+        self.pool_fake_x = ImagePool(pool_size, seed=pool_seed + 1)
+        # Frozen feature networks are kept out of the state dict (checkpoints hold only what is
+        # trained); ``_apply`` moves them with the module.
+        self._frozen: dict[str, nn.Module] = {}
+        if lambda_res_G > 0 or lambda_res_F > 0:
+            self._frozen["feature_distance"] = FeatureDistance(res_weights)
+        self._fid: dict[str, Any] = self._build_fid_metrics(fid_weights, kid_subset_size)
+        self.val_metrics = self._split_metrics()
+        self.test_metrics = self._split_metrics()
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    # ----------------------------------------------------------------------------- set-up
+    @staticmethod
+    def _split_metrics() -> nn.ModuleDict:
+        return nn.ModuleDict(
+            {
+                "mask_iou": MeanMetric(),
+                "cycle_error_A": MeanMetric(),
+                "cycle_error_B": MeanMetric(),
+            }
+        )
+
+    @staticmethod
+    def _build_fid_metrics(weights: str | None, kid_subset_size: int) -> dict[str, Any]:
+        if weights is None:
+            return {}
+        try:
+            resolve_weights_path("resnet18", weights)
+        except MissingWeightsError as err:
+            log.warning("FID/KID disabled: %s", err)
+            return {}
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        features = PooledFeatures(resnet18_trunk(weights))
+        return {
+            split: {
+                "fid": FrechetInceptionDistance(feature=features, reset_real_features=True),
+                "kid": KernelInceptionDistance(feature=features, subset_size=kid_subset_size),
+            }
+            for split in ("val", "test")
+        }
+
+    def _apply(self, fn: Any, recurse: bool = True) -> AISTCycleGAN:
+        super()._apply(fn, recurse)
+        for module in self._frozen.values():
+            module._apply(fn, recurse)
+        for metrics in self._fid.values():
+            for metric in metrics.values():
+                metric._apply(fn, recurse)
+        return self
+
+    def configure_optimizers(self) -> tuple[list[Any], list[Any]]:
+        """Adam over (G, F) and Adam over (D_X, D_Y), each with an epoch-wise LambdaLR."""
+        hp = self.hparams
+        betas = (hp.beta1, hp.beta2)
+        opt_g = torch.optim.Adam([*self.G.parameters(), *self.F.parameters()], hp.lr, betas)
+        opt_d = torch.optim.Adam([*self.D_X.parameters(), *self.D_Y.parameters()], hp.lr, betas)
+        factor: Any = (
+            LinearDecay(hp.n_epochs, hp.n_epochs_decay)
+            if hp.lr_policy == "linear"
+            else ConstantFactor()
+        )
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, factor) for opt in (opt_g, opt_d)]
+        return [opt_g, opt_d], schedulers
+
+    # ----------------------------------------------------------------------------- inference
+    def _format(self, x: Tensor) -> Tensor:
+        if self.hparams.channels_last:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        """G(x): synthetic (B, C, H, W) in [-1, 1] -> stylized "real" images, same shape."""
+        return self.G(self._format(x))
+
+    @torch.no_grad()
+    def stylize(self, x: Tensor) -> Tensor:
+        """G(x) without gradients in eval mode (restores the previous mode)."""
+        was_training = self.G.training
+        self.G.eval()
+        try:
+            return self(x).contiguous()
+        finally:
+            self.G.train(was_training)
+
+    def hard_mask(self, x: Tensor) -> Tensor:
+        """Boolean foreground mask (B, 1, H, W): alpha > 0 (``channel``) or the RGB > -1 proxy."""
+        if self.hparams.alpha_mode == "channel":
+            return x[:, 3:4] > -1.0
+        return alpha_mask(x, "proxy_hard", self.hparams.alpha_temperature) > 0.5
+
+    # ----------------------------------------------------------------------------- training
+    def generator_losses(
+        self, x: Tensor, y: Tensor, fake_y: Tensor, rec_x: Tensor, fake_x: Tensor, rec_y: Tensor
+    ) -> dict[str, Tensor]:
+        """Every term of L_Generators by name (thesis 4.1.3); losses are computed in float32."""
+        hp = self.hparams
+        x, y = x.float(), y.float()
+        fake_y, rec_x, fake_x, rec_y = (t.float() for t in (fake_y, rec_x, fake_x, rec_y))
+        terms = {
+            "gan_G": lsgan_generator_loss(self.D_Y(self._format(fake_y)).float()),
+            "gan_F": lsgan_generator_loss(self.D_X(self._format(fake_x)).float()),
+            "cycle_A": cycle_loss(x, rec_x, hp.lambda_A),
+            "cycle_B": cycle_loss(y, rec_y, hp.lambda_B),
+            "alpha_G": alpha_loss(
+                x, fake_y, hp.lambda_alpha_G, hp.alpha_mode, hp.alpha_temperature
+            ),
+            "alpha_F": alpha_loss(
+                y, fake_x, hp.lambda_alpha_F, hp.alpha_mode, hp.alpha_temperature
+            ),
+        }
+        if hp.lambda_idt > 0:
+            terms["idt_G"] = identity_loss(
+                y, self.G(self._format(y)).float(), hp.lambda_B, hp.lambda_idt
+            )
+            terms["idt_F"] = identity_loss(
+                x, self.F(self._format(x)).float(), hp.lambda_A, hp.lambda_idt
+            )
+        distance = self._frozen.get("feature_distance")
+        if distance is not None:
+            terms["res_G"] = distance(x, fake_y, hp.lambda_res_G).float()
+            terms["res_F"] = distance(y, fake_x, hp.lambda_res_F).float()
+        return terms
+
+    def discriminator_losses(
+        self, x: Tensor, y: Tensor, fake_y: Tensor, fake_x: Tensor
+    ) -> dict[str, Tensor]:
+        """V_LSGAN_{D_Y} and V_LSGAN_{D_X} on real images and pooled generated ones."""
+        pooled_y = self._format(self.pool_fake_y.query(fake_y))
+        pooled_x = self._format(self.pool_fake_x.query(fake_x))
+        return {
+            "D_Y": lsgan_discriminator_loss(self.D_Y(y).float(), self.D_Y(pooled_y).float()),
+            "D_X": lsgan_discriminator_loss(self.D_X(x).float(), self.D_X(pooled_x).float()),
+        }
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        x, y = self._format(batch["A"]), self._format(batch["B"])
+        opt_g, opt_d = self.optimizers()
+
+        self.toggle_optimizer(opt_g)  # D_X, D_Y frozen
+        fake_y = self.G(x)  # G(x)
+        rec_x = self.F(fake_y)  # F(G(x))
+        fake_x = self.F(y)  # F(y)
+        rec_y = self.G(fake_x)  # G(F(y))
+        g_terms = self.generator_losses(x, y, fake_y, rec_x, fake_x, rec_y)
+        loss_g = torch.stack(list(g_terms.values())).sum()
+        opt_g.zero_grad()
+        self.manual_backward(loss_g)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+
+        self.toggle_optimizer(opt_d)
+        d_terms = self.discriminator_losses(x, y, fake_y, fake_x)
+        loss_d = d_terms["D_Y"] + d_terms["D_X"]
+        opt_d.zero_grad()
+        self.manual_backward(loss_d)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+
+        logged = {f"train/loss_{name}": value.detach() for name, value in g_terms.items()}
+        logged |= {f"train/loss_{name}": value.detach() for name, value in d_terms.items()}
+        self.log_dict(
+            logged,
+            prog_bar=False,
+            on_step=True,
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=x.shape[0],
+        )
+        self.log("train/loss_G", loss_g.detach(), prog_bar=True, batch_size=x.shape[0])
+        self.log("train/loss_D", loss_d.detach(), prog_bar=True, batch_size=x.shape[0])
+        every = self.hparams.image_log_every_n_steps
+        if every > 0 and self.trainer.fit_loop.total_batch_idx % every == 0:
+            self._log_panels("train", x, fake_y, rec_x, y, fake_x, rec_y)
+
+    def on_train_epoch_end(self) -> None:
+        for scheduler in self.lr_schedulers():
+            scheduler.step()
+
+    # ----------------------------------------------------------------------------- evaluation
+    def _evaluate(self, split: str, batch: dict[str, Tensor], batch_idx: int) -> None:
+        metrics = self.val_metrics if split == "val" else self.test_metrics
+        x, y = self._format(batch["A"]), self._format(batch["B"])
+        fake_y = self.G(x)
+        rec_x = self.F(fake_y)
+        fake_x = self.F(y)
+        rec_y = self.G(fake_x)
+        metrics["mask_iou"].update(mask_iou(self.hard_mask(x), self.hard_mask(fake_y)))
+        metrics["cycle_error_A"].update((x - rec_x).abs().flatten(1).mean(1))
+        metrics["cycle_error_B"].update((y - rec_y).abs().flatten(1).mean(1))
+        for name, metric in metrics.items():
+            self.log(f"{split}/{name}", metric, on_epoch=True, batch_size=x.shape[0])
+        if split in self._fid:
+            for metric in self._fid[split].values():
+                metric.update(y.float(), real=True)
+                metric.update(fake_y.float(), real=False)
+        if batch_idx == 0:
+            self._log_panels(split, x, fake_y, rec_x, y, fake_x, rec_y)
+
+    def _fid_epoch_end(self, split: str) -> None:
+        if split not in self._fid:
+            return
+        fid, kid = self._fid[split]["fid"], self._fid[split]["kid"]
+        self.log(f"{split}/fid_resnet18", fid.compute(), sync_dist=False)
+        seen = int(sum(t.shape[0] for t in kid.fake_features)) if kid.fake_features else 0
+        if seen >= kid.subset_size:
+            kid_mean, _ = kid.compute()
+            self.log(f"{split}/kid_resnet18", kid_mean, sync_dist=False)
+        fid.reset()
+        kid.reset()
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate("val", batch, batch_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._fid_epoch_end("val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate("test", batch, batch_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._fid_epoch_end("test")
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        return self.stylize(batch["A"])
+
+    # ----------------------------------------------------------------------------- logging
+    def _log_panels(
+        self,
+        split: str,
+        x: Tensor,
+        fake_y: Tensor,
+        rec_x: Tensor,
+        y: Tensor,
+        fake_x: Tensor,
+        rec_y: Tensor,
+    ) -> None:
+        """x, G(x), F(G(x)), Alpha(x), Alpha(G(x)) / y, F(y), G(F(y)) for W&B or TensorBoard."""
+        loggers = [lg for lg in self.loggers if isinstance(lg, (WandbLogger, TensorBoardLogger))]
+        if not loggers:
+            return
+        from torchvision.utils import make_grid
+
+        def rgb(t: Tensor) -> Tensor:
+            return ((t[:1, :3].detach().float().cpu() + 1.0) / 2.0).clamp(0, 1)
+
+        def grey(mask: Tensor) -> Tensor:
+            return mask[:1].detach().float().cpu().expand(-1, 3, -1, -1)
+
+        tiles = [
+            rgb(x),
+            rgb(fake_y),
+            rgb(rec_x),
+            grey(self.hard_mask(x)),
+            grey(self.hard_mask(fake_y)),
+            rgb(y),
+            rgb(fake_x),
+            rgb(rec_y),
+        ]
+        grid = make_grid(torch.cat(tiles), nrow=5, padding=2)
+        caption = "x, G(x), F(G(x)), Alpha(x), Alpha(G(x)) | y, F(y), G(F(y))"
+        for lg in loggers:
+            if isinstance(lg, WandbLogger):
+                lg.log_image(
+                    key=f"{split}/panel", images=[grid], caption=[caption], step=self.global_step
+                )
+            else:
+                lg.experiment.add_image(f"{split}/panel", grid, self.global_step)
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add both image pools (images and RNG states) to the checkpoint."""
+        checkpoint["image_pools"] = {
+            "fake_y": self.pool_fake_y.state_dict(),
+            "fake_x": self.pool_fake_x.state_dict(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore both image pools saved by :meth:`on_save_checkpoint` (when present)."""
+        pools = checkpoint.get("image_pools")
+        if pools is None:
+            log.warning("checkpoint has no image pools: they start empty")
+            return
+        self.pool_fake_y.load_state_dict(pools["fake_y"], self.device)
+        self.pool_fake_x.load_state_dict(pools["fake_x"], self.device)

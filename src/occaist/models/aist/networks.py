@@ -1,0 +1,182 @@
+"""CycleGAN networks of AIST (thesis sections 4.2 and 4.3): ResNet generator, 70x70 PatchGAN.
+
+Both follow junyanz/pytorch-CycleGAN-and-pix2pix (``resnet_9blocks``, ``basic`` with
+``n_layers=3``, ``--norm instance``) layer for layer, so the parameter counts match upstream
+(3-channel generator 11,378,179; discriminator 2,764,737). Differences are config switches:
+
+* ``activation``: the thesis describes LeakyReLU with slope 0.01 after every generator
+  convolution (``"leaky_relu"``, the default); upstream uses ReLU (``"relu"``).
+* ``in_channels`` / ``out_channels``: 3 (RGB, the thesis) or 4 (RGBA, ``alpha_mode=channel``).
+* ``base_channels`` / ``num_blocks``: 64 / 9 as published; tests shrink them for speed.
+
+Pure torch: no Lightning, no Hydra.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+#: Activations the generator can use (thesis: leaky ReLU 0.01; upstream: ReLU).
+GENERATOR_ACTIVATIONS = ("leaky_relu", "relu")
+
+
+def make_activation(name: str, negative_slope: float) -> nn.Module:
+    """``nn.LeakyReLU(negative_slope)`` for ``"leaky_relu"``, ``nn.ReLU()`` for ``"relu"``."""
+    if name == "leaky_relu":
+        return nn.LeakyReLU(negative_slope, inplace=True)
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    raise ValueError(f"activation must be one of {GENERATOR_ACTIVATIONS}, got {name!r}")
+
+
+def instance_norm(channels: int) -> nn.InstanceNorm2d:
+    """Non-affine instance normalisation without running statistics (upstream ``instance``)."""
+    return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+
+
+def init_weights(net: nn.Module, std: float = 0.02) -> nn.Module:
+    """Conv / ConvTranspose / Linear weights ~ N(0, std), biases 0 (upstream ``init_type normal``).
+
+    The thesis (6.1.1) and upstream both use std 0.02 ("variance 0.02" in the thesis is the
+    upstream ``init_gain``, which is a standard deviation).
+    """
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(module.weight, 0.0, std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return net
+
+
+class ResnetBlock(nn.Module):
+    """``x + [ReflPad1, Conv3x3, IN, act, ReflPad1, Conv3x3, IN](x)`` (thesis Figure 4.1).
+
+    No activation after the addition, as upstream. Shape preserved: (B, C, H, W).
+    """
+
+    def __init__(self, channels: int, activation: str, negative_slope: float) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, kernel_size=3),
+            instance_norm(channels),
+            make_activation(activation, negative_slope),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, kernel_size=3),
+            instance_norm(channels),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """The generator G (synthetic -> real) or F (real -> synthetic), thesis section 4.2.
+
+    ``ReflPad3, Conv7x7(c_in->ngf), IN, act``; two ``Conv3x3 s2`` (ngf -> 2ngf -> 4ngf) with IN,
+    act; ``num_blocks`` residual blocks at 4ngf; two ``ConvT3x3 s2`` back to ngf with IN, act;
+    ``ReflPad3, Conv7x7(ngf->c_out), tanh``. Every conv has a bias (instance norm is non-affine).
+
+    Args:
+        in_channels: 3 (RGB) or 4 (RGBA).
+        out_channels: 3 or 4, normally equal to ``in_channels``.
+        base_channels: ngf, 64 published.
+        num_blocks: residual blocks, 9 published.
+        activation: ``"leaky_relu"`` (thesis) or ``"relu"`` (upstream).
+        negative_slope: leaky ReLU slope, 0.01 in the thesis.
+
+    Input (B, c_in, H, W) in [-1, 1] with H, W multiples of 4; output (B, c_out, H, W) in (-1, 1).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        base_channels: int = 64,
+        num_blocks: int = 9,
+        activation: str = "leaky_relu",
+        negative_slope: float = 0.01,
+    ) -> None:
+        super().__init__()
+        ngf = base_channels
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(in_channels, ngf, kernel_size=7),
+            instance_norm(ngf),
+            make_activation(activation, negative_slope),
+        ]
+        for mult in (1, 2):  # two stride-2 downsamplings: ngf -> 2 ngf -> 4 ngf
+            layers += [
+                nn.Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1),
+                instance_norm(ngf * mult * 2),
+                make_activation(activation, negative_slope),
+            ]
+        layers += [ResnetBlock(ngf * 4, activation, negative_slope) for _ in range(num_blocks)]
+        for mult in (4, 2):  # two stride-2 transposed convolutions back: 4 ngf -> 2 ngf -> ngf
+            layers += [
+                nn.ConvTranspose2d(
+                    ngf * mult,
+                    ngf * mult // 2,
+                    kernel_size=3,
+                    stride=2,
+                    padding=1,
+                    output_padding=1,
+                ),
+                instance_norm(ngf * mult // 2),
+                make_activation(activation, negative_slope),
+            ]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, kernel_size=7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        init_weights(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] % 4 or x.shape[-2] % 4:
+            raise ValueError(f"height and width must be multiples of 4, got {tuple(x.shape[-2:])}")
+        return self.model(x)
+
+
+class PatchDiscriminator(nn.Module):
+    """The 70x70 PatchGAN D_X / D_Y, thesis section 4.3 (upstream ``NLayerDiscriminator``).
+
+    ``Conv4x4 s2 (c_in->ndf), LReLU 0.2``; ``num_layers - 1`` more ``Conv4x4 s2`` doubling the
+    channels (capped at 8 ndf) with IN, LReLU; ``Conv4x4 s1`` (-> min(2^L, 8) ndf), IN, LReLU;
+    ``Conv4x4 s1 (->1)``. Zero padding 1 everywhere, no sigmoid (LSGAN works on raw scores).
+
+    Input (B, c_in, H, W); output (B, 1, H/8 - 2, W/8 - 2): 30x30 at 256x256, 14x14 at 128x128.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        base_channels: int = 64,
+        num_layers: int = 3,
+        negative_slope: float = 0.2,
+    ) -> None:
+        super().__init__()
+        ndf = base_channels
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, ndf, kernel_size=4, stride=2, padding=1),
+            nn.LeakyReLU(negative_slope, inplace=True),
+        ]
+        mult = 1
+        for n in range(1, num_layers + 1):
+            prev, mult = mult, min(2**n, 8)
+            stride = 2 if n < num_layers else 1
+            layers += [
+                nn.Conv2d(ndf * prev, ndf * mult, kernel_size=4, stride=stride, padding=1),
+                instance_norm(ndf * mult),
+                nn.LeakyReLU(negative_slope, inplace=True),
+            ]
+        layers.append(nn.Conv2d(ndf * mult, 1, kernel_size=4, stride=1, padding=1))
+        self.model = nn.Sequential(*layers)
+        init_weights(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+def count_parameters(net: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
