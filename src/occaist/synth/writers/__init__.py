@@ -1,0 +1,1 @@
+"""Writers of the synthetic world, one per real dataset layout."""
