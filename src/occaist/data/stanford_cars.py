@@ -1,0 +1,274 @@
+"""Stanford Cars in its published layout, as raw RGB images for the AIST preparation.
+
+Layout (what :class:`torchvision.datasets.StanfordCars` reads; ``root`` is the ``stanford_cars``
+folder itself or its parent)::
+
+    stanford_cars/cars_train/<name>.jpg   stanford_cars/devkit/cars_train_annos.mat
+    stanford_cars/cars_test/<name>.jpg    stanford_cars/cars_test_annos_withlabels.mat
+    stanford_cars/devkit/cars_meta.mat
+
+The thesis (chapter 3) merges the official train and test splits before segmenting and re-splits
+80/20 after filtering, so ``splits=["train", "test"]`` is the default. Torchvision lists the
+files; decoding is ours because a lab's copy of the data is never clean: :func:`read_image_rgb`
+applies the EXIF orientation, converts CMYK, 16-bit, palette, RGBA and grayscale images to 8-bit
+RGB (noting what it did) and returns a reason instead of raising for files it cannot use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+
+from occaist.data.common import warn_if_synthetic
+from occaist.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+#: Folder name torchvision expects under its root.
+DATASET_FOLDER = "stanford_cars"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: Byte offset of the bit depth in a PNG's IHDR chunk.
+_PNG_BIT_DEPTH_OFFSET = 24
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+@dataclass
+class DecodedImage:
+    """The outcome of reading one file.
+
+    Attributes:
+        rgb: ``uint8`` array ``(H, W, 3)`` after EXIF orientation, or ``None`` when unusable.
+        reason: why the file is unusable (``missing_file``, ``empty_file``, ``unreadable``,
+            ``truncated``, ``too_large``, ``unsupported_mode:<mode>``, ``tiny_image``), else None.
+        notes: conversions applied (``cmyk``, ``16bit``, ``palette``, ``rgba``, ``grayscale_mode``,
+            ``exif_rotated``); counted in the preparation report.
+    """
+
+    rgb: np.ndarray | None
+    reason: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    with open(path, "rb") as fh:
+        head = fh.read(_PNG_BIT_DEPTH_OFFSET + 1)
+    if not head.startswith(_PNG_SIGNATURE) or len(head) <= _PNG_BIT_DEPTH_OFFSET:
+        return None
+    return head[_PNG_BIT_DEPTH_OFFSET]
+
+
+def _to_rgb(image: Image.Image, notes: list[str]) -> np.ndarray | None:
+    """8-bit RGB ``(H, W, 3)`` from any mode Pillow decodes; None for modes we do not accept."""
+    mode = image.mode
+    if mode == "RGB":
+        return np.asarray(image)
+    if mode == "CMYK":
+        notes.append("cmyk")
+        return np.asarray(image.convert("RGB"))
+    if mode in _SIXTEEN_BIT_MODES:
+        notes.append("16bit")
+        gray = np.asarray(image).astype(np.int64)
+        gray8 = np.clip(gray >> 8 if gray.max() > 255 else gray, 0, 255).astype(np.uint8)
+        notes.append("grayscale_mode")
+        return np.repeat(gray8[..., None], 3, axis=-1)
+    if mode in ("P", "PA"):
+        notes.append("palette")
+        return np.asarray(image.convert("RGBA").convert("RGB"))
+    if mode in ("RGBA", "RGBa", "RGBX"):
+        notes.append("rgba")
+        return np.asarray(image.convert("RGB"))
+    if mode in ("L", "LA", "1"):
+        notes.append("grayscale_mode")
+        return np.asarray(image.convert("RGB"))
+    if mode == "YCbCr":
+        return np.asarray(image.convert("RGB"))
+    return None
+
+
+def read_image_rgb(path: str | Path, min_side: int = 1) -> DecodedImage:
+    """Read ``path`` as 8-bit RGB with the EXIF orientation applied; never raises for bad data.
+
+    Args:
+        path: image file (any format Pillow reads).
+        min_side: images whose shorter side is below this are rejected as ``tiny_image``.
+    """
+    path = Path(path)
+    notes: list[str] = []
+    if not path.is_file():
+        return DecodedImage(None, "missing_file")
+    if path.stat().st_size == 0:
+        return DecodedImage(None, "empty_file")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if _png_bit_depth(path) == 16 and image.mode not in _SIXTEEN_BIT_MODES:
+                notes.append("16bit")  # Pillow already reduced 48/64-bit PNG to 8 bits/channel
+            transposed = ImageOps.exif_transpose(image)
+            if transposed is not image:
+                orientation = image.getexif().get(0x0112, 1)
+                if orientation not in (None, 1):
+                    notes.append("exif_rotated")
+            rgb = _to_rgb(transposed, notes)
+            mode = transposed.mode
+    except UnidentifiedImageError:
+        return DecodedImage(None, "unreadable")
+    except Image.DecompressionBombError:
+        return DecodedImage(None, "too_large")
+    except (OSError, SyntaxError, ValueError) as err:
+        reason = "truncated" if "truncated" in str(err).lower() else "unreadable"
+        return DecodedImage(None, reason)
+    if rgb is None:
+        return DecodedImage(None, f"unsupported_mode:{mode}", notes)
+    if min(rgb.shape[:2]) < min_side:
+        return DecodedImage(None, "tiny_image", notes)
+    return DecodedImage(np.array(rgb, dtype=np.uint8, order="C", copy=True), None, notes)
+
+
+def dataset_folder(root: str | Path) -> Path:
+    """The ``stanford_cars`` folder given it or its parent."""
+    root = Path(root)
+    if (root / "devkit").is_dir() or root.name == DATASET_FOLDER:
+        return root
+    return root / DATASET_FOLDER
+
+
+@dataclass(frozen=True)
+class CarImageRecord:
+    """One listed image: stable ``key`` (``<split>/<file stem>``), path, split and class index."""
+
+    key: str
+    path: str
+    split: str
+    class_index: int
+
+
+def list_images(
+    root: str | Path, splits: Sequence[str] = ("train", "test")
+) -> list[CarImageRecord]:
+    """The images of ``splits`` as torchvision's ``StanfordCars`` lists them, merged in order.
+
+    Raises:
+        FileNotFoundError: the layout is incomplete; the message names the folder and files.
+    """
+    from torchvision.datasets import StanfordCars
+
+    folder = dataset_folder(root)
+    records: list[CarImageRecord] = []
+    for split in splits:
+        try:
+            tv = StanfordCars(str(folder.parent), split=split, download=False)
+        except RuntimeError as err:
+            raise FileNotFoundError(
+                f"Stanford Cars split {split!r} not found under {folder}: expected devkit/, "
+                f"cars_{split}/ and the annotations .mat (devkit/cars_train_annos.mat or "
+                f"cars_test_annos_withlabels.mat). Get the dataset from its mirrors (the original "
+                f"URL is gone), or generate the synthetic world with "
+                f"`python -m occaist.synth --root DIR`."
+            ) from err
+        for path, target in tv._samples:
+            records.append(CarImageRecord(f"{split}/{Path(path).stem}", path, split, int(target)))
+    return records
+
+
+class StanfordCarsImages(Dataset):
+    """Merged Stanford Cars images as dicts (variable sizes; use :func:`collate_records`).
+
+    An item: ``key`` (str), ``path`` (str), ``split`` (official split), ``class_index`` (int),
+    ``image`` (``uint8`` tensor ``(3, H, W)`` or None), ``reason`` (str or None), ``notes``.
+    """
+
+    def __init__(self, records: Sequence[CarImageRecord], min_side: int = 1) -> None:
+        self.records = list(records)
+        self.min_side = min_side
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rec = self.records[index]
+        decoded = read_image_rgb(rec.path, self.min_side)
+        image = None if decoded.rgb is None else torch.from_numpy(decoded.rgb).permute(2, 0, 1)
+        return {
+            "key": rec.key,
+            "path": rec.path,
+            "split": rec.split,
+            "class_index": rec.class_index,
+            "image": image,
+            "reason": decoded.reason,
+            "notes": decoded.notes,
+        }
+
+
+def collate_records(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep a batch as a list: images differ in size and some are None."""
+    return items
+
+
+class StanfordCarsDataModule(pl.LightningDataModule):
+    """Stanford Cars (train and test merged, as in the thesis) for segmentation and preparation.
+
+    Every split's dataloader yields lists of item dicts (see :class:`StanfordCarsImages`);
+    ``predict_dataloader`` is the one the preparation uses.
+
+    Args:
+        root: the ``stanford_cars`` folder (or its parent).
+        splits: official splits to merge, in order.
+        batch_size: images per batch.
+        num_workers: dataloader worker processes.
+        min_image_side: shorter sides below this are reported as ``tiny_image``.
+        max_images: keep only the first ``max_images`` (smoke runs); None keeps all.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        splits: list[str] = ["train", "test"],  # noqa: B006  (Hydra needs a literal default)
+        batch_size: int = 4,
+        num_workers: int = 0,
+        min_image_side: int = 32,
+        max_images: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.root = root
+        self.splits = list(splits)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.min_image_side = min_image_side
+        self.max_images = max_images
+        self.dataset: StanfordCarsImages | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is not None:
+            return
+        warn_if_synthetic(dataset_folder(self.root))
+        records = list_images(self.root, self.splits)
+        if self.max_images is not None:
+            records = records[: self.max_images]
+        self.dataset = StanfordCarsImages(records, self.min_image_side)
+        log.info("Stanford Cars: %d images from splits %s", len(records), self.splits)
+
+    def _loader(self) -> DataLoader:
+        if self.dataset is None:
+            self.setup()
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=collate_records,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader()
