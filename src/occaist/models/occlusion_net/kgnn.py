@@ -1,0 +1,434 @@
+"""Keypoint graph networks of Occlusion-Net (Reddy et al., CVPR 2019), pure torch.
+
+* :func:`heatmaps_to_graph`: 56x56 keypoint logits per ROI -> graph nodes
+  ``V_i = (x_i, y_i, c_i, t_i)`` (paper §3.1; upstream dropped the type ``t``, switch
+  ``use_type``).
+* :class:`GraphEncoder` (2D-KGNN encoder): node-to-edge / edge-to-node message passing (NRI form)
+  giving visible/occluded edge logits, ``e_ij = 1`` iff both ends are visible.
+* :class:`GraphDecoder` (2D-KGNN decoder): messages per edge type weighted by the soft edge
+  probabilities, residual update ``V' = V + dV``; dropout as ``nn.Dropout`` (off in eval mode;
+  upstream's stays on at inference).
+* :class:`GraphEncoder3D` (3D-KGNN): shape coefficients ``beta`` and a weak-perspective camera
+  ``(s, t, q)``; ``W = b_0 + sum_k beta_k sigma_k b_k`` projected into the ROI frame.
+* :class:`KeypointGraphNet`: the three chained, as the graph head of the detector or alone.
+
+ROI frame: a point ``(x, y)`` in image pixels inside the box ``(x0, y0, x1, y1)`` has
+coordinates ``(2 (x - x0) / w - 1, 2 (y - y0) / h - 1)``; heatmap cell ``c`` of ``R`` maps to its
+centre ``2 (c + 0.5) / R - 1`` (upstream used the cell corner, a half-cell offset against its
+continuous targets). Each axis is normalised by its own side, so the 3D projection scales ``y``
+by the ROI aspect ratio ``w / h``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from occaist.geometry.quaternion import quaternion_rotate
+
+__all__ = [
+    "MLP",
+    "GraphDecoder",
+    "GraphEncoder",
+    "GraphEncoder3D",
+    "KeypointGraphNet",
+    "edge_labels",
+    "fully_connected_edges",
+    "heatmaps_to_graph",
+    "image_to_roi",
+    "node_visibility",
+    "roi_to_image",
+]
+
+#: Node coordinate channels (x, y, confidence) that the decoder updates.
+COORD_DIMS = 3
+
+
+def fully_connected_edges(num_nodes: int) -> tuple[Tensor, Tensor]:
+    """Directed edges ``i -> j`` (``i != j``) in row-major order: ``(send, receive)`` indices,
+    each ``(K (K - 1),)``; 182 edges for 14 keypoints."""
+    off_diag = ~torch.eye(num_nodes, dtype=torch.bool)
+    send, receive = off_diag.nonzero(as_tuple=True)
+    return send, receive
+
+
+def image_to_roi(points: Tensor, boxes: Tensor) -> Tensor:
+    """Pixels ``(N, K, 2)`` -> ROI frame of boxes ``(N, 4)`` (xyxy), see the module docstring."""
+    x0y0, size = boxes[:, None, :2], (boxes[:, None, 2:] - boxes[:, None, :2]).clamp_min(1e-6)
+    return 2.0 * (points - x0y0) / size - 1.0
+
+
+def roi_to_image(points: Tensor, boxes: Tensor) -> Tensor:
+    """Inverse of :func:`image_to_roi`: ROI frame ``(N, K, 2)`` -> pixels."""
+    x0y0, size = boxes[:, None, :2], boxes[:, None, 2:] - boxes[:, None, :2]
+    return x0y0 + (points + 1.0) * 0.5 * size
+
+
+def heatmaps_to_graph(logits: Tensor, use_type: bool = True) -> Tensor:
+    """Graph nodes from keypoint heatmap logits.
+
+    Args:
+        logits: ``(N, K, R, R)`` keypoint logits of ``N`` ROIs (``R = 56`` in Keypoint R-CNN).
+        use_type: append the keypoint-type one-hot ``t_i`` (paper); upstream used ``(x, y, c)``.
+
+    Returns:
+        ``V``: ``(N, K, 3 [+ K])`` with ``(x, y)`` the argmax cell centre in the ROI frame and
+        ``c`` the softmax peak over the ``R * R`` cells (upstream used the raw logit). The argmax
+        carries no gradient; ``c`` does.
+    """
+    n, k, h, w = logits.shape
+    flat = logits.flatten(2)  # (N, K, R*R)
+    peak = flat.softmax(dim=-1).amax(dim=-1)  # (N, K)
+    idx = flat.argmax(dim=-1)
+    row = torch.div(idx, w, rounding_mode="floor")
+    col = idx - row * w
+    x = 2.0 * (col.to(logits.dtype) + 0.5) / w - 1.0
+    y = 2.0 * (row.to(logits.dtype) + 0.5) / h - 1.0
+    nodes = torch.stack([x, y, peak], dim=-1)
+    if use_type:
+        types = torch.eye(k, dtype=logits.dtype, device=logits.device).expand(n, k, k)
+        nodes = torch.cat([nodes, types], dim=-1)
+    return nodes
+
+
+def edge_labels(visible: Tensor, send: Tensor, receive: Tensor) -> Tensor:
+    """Edge targets ``e_ij = 1`` iff both ``i`` and ``j`` are visible: ``(N, K)`` -> ``(N, E)``."""
+    return (visible[:, send] & visible[:, receive]).long()
+
+
+def node_visibility(edge_logits: Tensor, send: Tensor, num_nodes: int) -> Tensor:
+    """Soft node visibility from edge logits ``(N, E, 2)``: ``(N, K)`` in [0, 1].
+
+    Node ``a`` is visible iff any outgoing edge ``a -> j`` is of the visible class (upstream's
+    ``edges_to_vis``); the soft form is the maximum visible-edge probability, so
+    ``> 0.5`` reproduces the hard rule.
+    """
+    prob = edge_logits.softmax(dim=-1)[..., 1]  # (N, E)
+    out = prob.new_zeros(prob.shape[0], num_nodes)
+    index = send.expand_as(prob)
+    return out.scatter_reduce(1, index, prob, reduce="amax", include_self=False)
+
+
+class MLP(nn.Module):
+    """Two-layer ELU MLP with dropout and batch norm over all items (Occlusion-Net / NRI block):
+    ``fc1 -> ELU -> Dropout -> fc2 -> ELU -> BatchNorm1d``; input ``(N, items, a)``."""
+
+    def __init__(self, n_in: int, n_hid: int, n_out: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(n_in, n_hid)
+        self.fc2 = nn.Linear(n_hid, n_out)
+        self.dropout = nn.Dropout(dropout)
+        self.bn = nn.BatchNorm1d(n_out)
+        for layer in (self.fc1, self.fc2):
+            nn.init.xavier_normal_(layer.weight)
+            nn.init.constant_(layer.bias, 0.1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.elu(self.fc1(x))
+        x = F.elu(self.fc2(self.dropout(x)))
+        n, items, c = x.shape
+        if n * items > 1 or not self.training:
+            x = self.bn(x.reshape(n * items, c)).reshape(n, items, c)
+        return x
+
+
+class _Graph(nn.Module):
+    """Fully connected directed graph on ``num_nodes`` nodes, with index buffers."""
+
+    def __init__(self, num_nodes: int) -> None:
+        super().__init__()
+        self.num_nodes = num_nodes
+        send, receive = fully_connected_edges(num_nodes)
+        self.register_buffer("send", send, persistent=False)
+        self.register_buffer("receive", receive, persistent=False)
+
+    def node2edge(self, x: Tensor) -> Tensor:
+        """``(N, K, C)`` -> ``(N, E, 2C)`` as ``[receiver, sender]``."""
+        return torch.cat([x[:, self.receive], x[:, self.send]], dim=-1)
+
+    def sum_incoming(self, e: Tensor) -> Tensor:
+        """Sum over each node's incoming edges: ``(N, E, C)`` -> ``(N, K, C)``."""
+        out = e.new_zeros(e.shape[0], self.num_nodes, e.shape[-1])
+        return out.index_add(1, self.receive, e)
+
+    def edge2node(self, e: Tensor) -> Tensor:
+        """Incoming-edge sum divided by ``K`` (upstream's normalisation, not ``K - 1``)."""
+        return self.sum_incoming(e) / self.num_nodes
+
+
+class GraphEncoder(_Graph):
+    """2D-KGNN encoder: visible/occluded edge logits from the keypoint graph (paper eq. 3-6).
+
+    ``h1 = f_enc(v)``, ``h1_ij = f_e1([h1_i, h1_j])``; the factor-graph variant (NRI default)
+    adds ``h2_j = f_v(sum_i h1_ij)``, ``h2_ij = f_e2([h2_i, h2_j])``; the shipped upstream variant
+    (``factor=False``) applies ``f_e2`` to the edge features directly. Both end with a skip
+    concatenation and a linear edge classifier.
+
+    Input ``(N, K, n_in)``, output logits ``(N, K (K - 1), edge_types)``.
+    """
+
+    def __init__(
+        self,
+        num_nodes: int = 14,
+        n_in: int = 17,
+        n_hid: int = 512,
+        edge_types: int = 2,
+        dropout: float = 0.5,
+        factor: bool = False,
+    ) -> None:
+        super().__init__(num_nodes)
+        self.factor = factor
+        self.mlp1 = MLP(n_in, n_hid, n_hid, dropout)
+        self.mlp2 = MLP(2 * n_hid, n_hid, n_hid, dropout)
+        self.mlp3 = MLP(n_hid, n_hid, n_hid, dropout)
+        self.mlp4 = MLP((3 if factor else 2) * n_hid, n_hid, n_hid, dropout)
+        self.fc_out = nn.Linear(n_hid, edge_types)
+        nn.init.xavier_normal_(self.fc_out.weight)
+        nn.init.constant_(self.fc_out.bias, 0.1)
+
+    def forward(self, nodes: Tensor) -> Tensor:
+        h = self.mlp1(nodes)  # (N, K, H)
+        e = self.mlp2(self.node2edge(h))  # (N, E, H)
+        skip = e
+        if self.factor:
+            e = self.node2edge(self.mlp3(self.edge2node(e)))  # (N, E, 2H)
+        else:
+            e = self.mlp3(e)
+        e = self.mlp4(torch.cat([e, skip], dim=-1))
+        return self.fc_out(e)
+
+
+class GraphDecoder(_Graph):
+    """2D-KGNN decoder: ``mu_j = v_j + f_v(sum_{i != j} sum_p q_ij,p f_e^p([v_i, v_j]))``.
+
+    ``q = softmax(edge logits)`` (soft, no sampling). The update ``dV`` is added to the first
+    three channels ``(x, y, c)``; the type one-hot is carried unchanged. Dropout is an
+    ``nn.Dropout`` module, so eval mode is deterministic (upstream's decoder dropout stayed on at
+    inference).
+
+    Input nodes ``(N, K, n_in)``, edge logits ``(N, E, edge_types)``; output ``(N, K, n_in)``.
+    """
+
+    def __init__(
+        self,
+        num_nodes: int = 14,
+        n_in: int = 17,
+        edge_types: int = 2,
+        n_hid: int = 512,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__(num_nodes)
+        self.msg_fc1 = nn.ModuleList(nn.Linear(2 * n_in, n_hid) for _ in range(edge_types))
+        self.msg_fc2 = nn.ModuleList(nn.Linear(n_hid, n_hid) for _ in range(edge_types))
+        self.out_fc1 = nn.Linear(n_in + n_hid, n_hid)
+        self.out_fc2 = nn.Linear(n_hid, n_hid)
+        self.out_fc3 = nn.Linear(n_hid, COORD_DIMS)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, nodes: Tensor, edge_logits: Tensor) -> Tensor:
+        pre = self.node2edge(nodes)  # (N, E, 2D)
+        q = edge_logits.softmax(dim=-1)  # (N, E, P)
+        messages = 0.0
+        for p, (fc1, fc2) in enumerate(zip(self.msg_fc1, self.msg_fc2, strict=True)):
+            m = F.relu(fc2(self.dropout(F.relu(fc1(pre)))))
+            messages = messages + m * q[..., p : p + 1]
+        agg = self.sum_incoming(messages)  # (N, K, H)
+        h = self.dropout(F.relu(self.out_fc1(torch.cat([nodes, agg], dim=-1))))
+        h = self.dropout(F.relu(self.out_fc2(h)))
+        delta = self.out_fc3(h)  # (N, K, 3)
+        return torch.cat([nodes[..., :COORD_DIMS] + delta, nodes[..., COORD_DIMS:]], dim=-1)
+
+
+class GraphEncoder3D(nn.Module):
+    """3D-KGNN: shape coefficients and weak-perspective camera from the graph (paper §3.3).
+
+    ``f_enc(V) -> (beta (B,), s, t (2,), q (4,))``; ``W = b_0 + sum_k beta_k sigma_k b_k``
+    (``(K, 3)``, paper; upstream used the mean shape only, i.e. ``num_basis=0``); projection
+    ``p = s R(q) W [:, :2] + t`` with ``s = softplus(.)`` positive and ``q`` normalised (both
+    unconstrained upstream), then ``p_y *= w / h`` into the anisotropic ROI frame.
+
+    Args:
+        mean: ``(K, 3)`` mean shape ``b_0``.
+        basis: ``(B, K, 3)`` principal components ``b_k``.
+        sigma: ``(B,)`` their standard deviations ``sigma_k``.
+    """
+
+    def __init__(
+        self, mean: Tensor, basis: Tensor, sigma: Tensor, n_in: int, n_hid: int, dropout: float
+    ) -> None:
+        super().__init__()
+        num_nodes = mean.shape[0]
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("basis", basis.float())
+        self.register_buffer("sigma", sigma.float())
+        self.num_basis = basis.shape[0]
+        n_params = self.num_basis + 1 + 2 + 4
+        self.mlp = MLP(num_nodes * n_in, n_hid, n_hid, dropout)
+        self.fc_out = nn.Linear(n_hid, n_params)
+        nn.init.zeros_(self.fc_out.weight)
+        with torch.no_grad():  # start at the identity rotation, unit scale, no shape offset
+            self.fc_out.bias.zero_()
+            self.fc_out.bias[self.num_basis] = math.log(math.e - 1.0)  # softplus -> 1
+            self.fc_out.bias[self.num_basis + 3] = 1.0
+
+    def forward(self, nodes: Tensor, aspect: Tensor) -> dict[str, Tensor]:
+        """``nodes`` ``(N, K, D)``, ``aspect`` ``(N,)`` ROI ``w / h`` -> dict of ``beta``,
+        ``scale`` ``(N,)``, ``translation`` ``(N, 2)``, ``quaternion`` ``(N, 4)``, ``shape``
+        ``(N, K, 3)`` and ``projection`` ``(N, K, 2)`` in the ROI frame."""
+        n = nodes.shape[0]
+        params = self.fc_out(self.mlp(nodes.reshape(n, 1, -1)))[:, 0]  # (N, P)
+        beta = params[:, : self.num_basis]
+        scale = F.softplus(params[:, self.num_basis])
+        translation = params[:, self.num_basis + 1 : self.num_basis + 3]
+        quat = F.normalize(params[:, self.num_basis + 3 :], dim=-1)
+        offsets = torch.einsum("nb,b,bkc->nkc", beta, self.sigma, self.basis)
+        shape = self.mean[None] + offsets  # (N, K, 3)
+        rotated = quaternion_rotate(shape, quat)  # q (w, x, y, z): q (0, p) q*
+        proj = scale[:, None, None] * rotated[..., :2] + translation[:, None, :]
+        proj = torch.stack([proj[..., 0], proj[..., 1] * aspect[:, None]], dim=-1)
+        return {
+            "beta": beta,
+            "scale": scale,
+            "translation": translation,
+            "quaternion": quat,
+            "shape": shape,
+            "projection": proj,
+        }
+
+
+def load_shape_basis(path: str | Path) -> tuple[Tensor, Tensor, Tensor]:
+    """``(mean (K, 3), basis (B, K, 3), sigma (B,))`` from a shape-basis ``.npz``."""
+    from occaist.geometry.shape_basis import ShapeBasis
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"shape basis {path} not found: the synthetic world writes it at "
+            "<world>/shapenet_renders/synthetic/shape_basis.npz (python -m occaist.synth); "
+            "any .npz with mean (K,3), basis (B,K,3), sigma (B,) works, or set use_3d=false"
+        )
+    sb = ShapeBasis.load(path)
+    return (
+        torch.as_tensor(sb.mean, dtype=torch.float32),
+        torch.as_tensor(sb.basis, dtype=torch.float32),
+        torch.as_tensor(sb.sigma, dtype=torch.float32),
+    )
+
+
+class KeypointGraphNet(nn.Module):
+    """The Occlusion-Net graph head: heatmaps -> graph -> 2D-KGNN -> 3D-KGNN.
+
+    Args:
+        num_keypoints: ``K`` (14 for CarFusion).
+        use_type: keypoint-type one-hot in the node features (paper; upstream: off).
+        encoder_hidden, decoder_hidden, hidden_3d: hidden widths (upstream 512).
+        encoder_dropout, decoder_dropout: dropout probabilities (upstream 0.5).
+        factor: factor-graph encoder (NRI default; upstream shipped ``False``).
+        use_3d: run the 3D-KGNN (needs ``shape_basis``).
+        shape_basis: path of a shape-basis ``.npz`` (``mean``, ``basis``, ``sigma``).
+        num_basis: keep the first ``B`` components (``None``: all; 0: mean shape only, upstream).
+        input_3d: ``"refined"`` feeds the 2D-KGNN output ``V'`` to the 3D-KGNN (paper),
+            ``"heatmap"`` the raw graph ``V`` (upstream).
+        replace: ``"occluded"`` outputs heatmap keypoints for predicted-visible nodes and ``V'``
+            for predicted-occluded ones; ``"all"`` outputs ``V'`` everywhere (upstream).
+        visibility_threshold: node visibility probability above which a node is visible.
+    """
+
+    def __init__(
+        self,
+        num_keypoints: int = 14,
+        use_type: bool = True,
+        encoder_hidden: int = 512,
+        decoder_hidden: int = 512,
+        hidden_3d: int = 512,
+        encoder_dropout: float = 0.5,
+        decoder_dropout: float = 0.5,
+        factor: bool = False,
+        use_3d: bool = True,
+        shape_basis: str | None = None,
+        num_basis: int | None = None,
+        input_3d: str = "refined",
+        replace: str = "occluded",
+        visibility_threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if input_3d not in ("refined", "heatmap"):
+            raise ValueError(f"input_3d must be 'refined' or 'heatmap', got {input_3d!r}")
+        if replace not in ("occluded", "all"):
+            raise ValueError(f"replace must be 'occluded' or 'all', got {replace!r}")
+        self.num_keypoints = num_keypoints
+        self.use_type = use_type
+        self.input_3d = input_3d
+        self.replace = replace
+        self.visibility_threshold = visibility_threshold
+        n_in = COORD_DIMS + (num_keypoints if use_type else 0)
+        self.encoder = GraphEncoder(
+            num_keypoints, n_in, encoder_hidden, dropout=encoder_dropout, factor=factor
+        )
+        self.decoder = GraphDecoder(
+            num_keypoints, n_in, n_hid=decoder_hidden, dropout=decoder_dropout
+        )
+        self.encoder3d: GraphEncoder3D | None = None
+        if use_3d:
+            if shape_basis is None:
+                raise ValueError("use_3d=true needs shape_basis (path of a shape-basis .npz)")
+            mean, basis, sigma = load_shape_basis(shape_basis)
+            if mean.shape[0] != num_keypoints:
+                raise ValueError(f"shape basis has {mean.shape[0]} keypoints, not {num_keypoints}")
+            if num_basis is not None:
+                basis, sigma = basis[:num_basis], sigma[:num_basis]
+            self.encoder3d = GraphEncoder3D(
+                mean, basis, sigma, n_in, hidden_3d, dropout=encoder_dropout
+            )
+
+    def make_nodes(self, xy: Tensor, confidence: Tensor) -> Tensor:
+        """Nodes from ROI-frame points ``(N, K, 2)`` and confidences ``(N, K)`` (graph-only
+        training on noisy ground truth)."""
+        nodes = torch.cat([xy, confidence[..., None]], dim=-1)
+        if self.use_type:
+            n, k = confidence.shape
+            types = torch.eye(k, dtype=xy.dtype, device=xy.device).expand(n, k, k)
+            nodes = torch.cat([nodes, types], dim=-1)
+        return nodes
+
+    def forward_graph(self, nodes: Tensor, aspect: Tensor) -> dict[str, Tensor]:
+        """Run the KGNNs on nodes ``(N, K, D)`` with ROI aspect ratios ``w / h`` ``(N,)``.
+
+        Returns a dict: ``nodes`` (input ``V``), ``edge_logits`` ``(N, E, 2)``, ``visibility``
+        ``(N, K)`` soft node visibility, ``refined`` ``(N, K, D)`` (``V'``), ``keypoints_2d``
+        ``(N, K, 2)`` (the 2D-KGNN prediction after ``replace``), ``keypoints_heatmap``
+        ``(N, K, 2)``, and with the 3D-KGNN ``keypoints_3d`` ``(N, K, 2)`` (the projection)
+        plus its parameters under ``kgnn3d_*``; all points in the ROI frame.
+        """
+        edge_logits = self.encoder(nodes)
+        visibility = node_visibility(edge_logits, self.encoder.send, self.num_keypoints)
+        refined = self.decoder(nodes, edge_logits)
+        heat_xy, refined_xy = nodes[..., :2], refined[..., :2]
+        if self.replace == "occluded":
+            visible = (visibility > self.visibility_threshold)[..., None]
+            keypoints_2d = torch.where(visible, heat_xy, refined_xy)
+        else:
+            keypoints_2d = refined_xy
+        out = {
+            "nodes": nodes,
+            "edge_logits": edge_logits,
+            "visibility": visibility,
+            "refined": refined,
+            "keypoints_heatmap": heat_xy,
+            "keypoints_2d": keypoints_2d,
+        }
+        if self.encoder3d is not None:
+            source = refined if self.input_3d == "refined" else nodes
+            res3d = self.encoder3d(source, aspect)
+            out["keypoints_3d"] = res3d.pop("projection")
+            out.update({f"kgnn3d_{k}": v for k, v in res3d.items()})
+        return out
+
+    def forward(self, heatmap_logits: Tensor, aspect: Tensor) -> dict[str, Tensor]:
+        """Heatmap logits ``(N, K, R, R)`` and ROI aspect ratios ``(N,)`` -> see
+        :meth:`forward_graph`."""
+        return self.forward_graph(heatmaps_to_graph(heatmap_logits, self.use_type), aspect)

@@ -1,0 +1,123 @@
+"""Graph nets of Occlusion-Net: edge enumeration, shapes, eval determinism, labels, 3D head."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from occaist.models.occlusion_net.kgnn import (
+    GraphDecoder,
+    GraphEncoder,
+    KeypointGraphNet,
+    edge_labels,
+    fully_connected_edges,
+    heatmaps_to_graph,
+    image_to_roi,
+    node_visibility,
+    roi_to_image,
+)
+from occaist.models.occlusion_net.losses import edge_loss, heatmap_targets, masked_l2
+
+
+@pytest.fixture(scope="module")
+def basis_file(tmp_path_factory) -> str:
+    from occaist.geometry.shape_basis import ShapeBasis
+
+    rng = np.random.default_rng(0)
+    shapes = rng.normal(size=(30, 14, 3)) * 0.1 + rng.normal(size=(1, 14, 3))
+    path = tmp_path_factory.mktemp("basis") / "shape_basis.npz"
+    ShapeBasis.fit(shapes, 4).save(path)
+    return str(path)
+
+
+def test_edges_row_major_182() -> None:
+    send, receive = fully_connected_edges(14)
+    assert send.shape == receive.shape == (182,)
+    assert (send != receive).all()
+    assert (send[:13] == 0).all() and receive[:13].tolist() == list(range(1, 14))
+    pairs = set(zip(send.tolist(), receive.tolist(), strict=True))
+    assert len(pairs) == 182
+
+
+def test_heatmaps_to_graph_cell_centres_and_confidence() -> None:
+    logits = torch.full((2, 14, 8, 8), -10.0)
+    logits[0, 3, 2, 5] = 10.0  # row 2, column 5
+    nodes = heatmaps_to_graph(logits, use_type=True)
+    assert nodes.shape == (2, 14, 17)
+    assert torch.allclose(nodes[0, 3, :2], torch.tensor([2 * 5.5 / 8 - 1, 2 * 2.5 / 8 - 1]))
+    peak = logits[0, 3].flatten().softmax(0).max()
+    assert torch.isclose(nodes[0, 3, 2], peak)
+    assert torch.equal(nodes[1, :, 3:], torch.eye(14))
+    assert heatmaps_to_graph(logits, use_type=False).shape == (2, 14, 3)
+
+
+def test_roi_frame_round_trip() -> None:
+    boxes = torch.tensor([[10.0, 20.0, 50.0, 100.0]])
+    pts = torch.tensor([[[10.0, 20.0], [50.0, 100.0], [30.0, 60.0]]])
+    roi = image_to_roi(pts, boxes)
+    assert torch.allclose(roi, torch.tensor([[[-1.0, -1.0], [1.0, 1.0], [0.0, 0.0]]]))
+    assert torch.allclose(roi_to_image(roi, boxes), pts)
+
+
+def test_edge_labels_and_node_visibility() -> None:
+    send, receive = fully_connected_edges(4)
+    visible = torch.tensor([[True, True, False, True]])
+    labels = edge_labels(visible, send, receive)
+    want = [int(visible[0, i] and visible[0, j]) for i, j in zip(send, receive, strict=True)]
+    assert labels[0].tolist() == want
+    logits = torch.stack([1.0 - 2.0 * labels.float(), 2.0 * labels.float() - 1.0], dim=-1) * 5
+    vis = node_visibility(logits, send, 4)
+    assert ((vis > 0.5) == visible).all()
+    assert edge_loss(logits, visible, send, receive) < 0.01
+
+
+def test_encoder_decoder_shapes_and_eval_determinism() -> None:
+    torch.manual_seed(0)
+    enc = GraphEncoder(14, 17, 32, dropout=0.5)
+    dec = GraphDecoder(14, 17, n_hid=32, dropout=0.5)
+    nodes = torch.randn(3, 14, 17)
+    logits = enc(nodes)
+    assert logits.shape == (3, 182, 2)
+    assert GraphEncoder(14, 17, 32, factor=True)(nodes).shape == (3, 182, 2)
+    out = dec(nodes, logits)
+    assert out.shape == nodes.shape
+    assert torch.equal(out[..., 3:], nodes[..., 3:])  # type one-hot carried unchanged
+    dec.train()
+    assert not torch.equal(dec(nodes, logits), dec(nodes, logits))  # dropout active in training
+    dec.eval()
+    assert torch.equal(dec(nodes, logits), dec(nodes, logits))  # off at inference (upstream bug)
+
+
+def test_graph_net_outputs_and_replace(basis_file: str) -> None:
+    torch.manual_seed(0)
+    net = KeypointGraphNet(
+        encoder_hidden=32, decoder_hidden=32, hidden_3d=32, shape_basis=basis_file
+    ).eval()
+    logits = torch.randn(2, 14, 56, 56)
+    out = net(logits, torch.tensor([1.0, 2.0]))
+    assert out["edge_logits"].shape == (2, 182, 2)
+    assert out["keypoints_3d"].shape == out["keypoints_2d"].shape == (2, 14, 2)
+    assert out["kgnn3d_beta"].shape == (2, 4)
+    assert torch.allclose(out["kgnn3d_quaternion"].norm(dim=-1), torch.ones(2))
+    assert (out["kgnn3d_scale"] > 0).all()
+    vis = (out["visibility"] > 0.5)[..., None]
+    expect = torch.where(vis, out["keypoints_heatmap"], out["refined"][..., :2])
+    assert torch.equal(out["keypoints_2d"], expect)
+    # 3D projection: mean shape at init (beta=0, identity rotation, unit scale, y scaled by w/h)
+    mean = net.encoder3d.mean
+    assert torch.allclose(
+        out["keypoints_3d"][1], mean[:, :2] * torch.tensor([1.0, 2.0]), atol=1e-5
+    )
+    out.pop("keypoints_3d").sum().backward()
+
+
+def test_losses_formulas() -> None:
+    kps = torch.tensor([[[1.0, 2.0, 2.0], [3.0, 4.0, 1.0], [0.0, 0.0, 0.0]]])
+    assert heatmap_targets(kps, "visible")[0, :, 2].tolist() == [2.0, 0.0, 0.0]
+    assert torch.equal(heatmap_targets(kps, "all"), kps)
+    pred = torch.zeros(1, 3, 2)
+    target = torch.tensor([[[3.0, 4.0], [1.0, 0.0], [9.0, 9.0]]])
+    mask = torch.tensor([[True, True, False]])
+    assert torch.isclose(masked_l2(pred, target, mask), torch.tensor(13.0))
+    assert masked_l2(pred, target, torch.zeros_like(mask)) == 0
