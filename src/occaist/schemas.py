@@ -46,8 +46,9 @@ class PathsConfig:
     root_dir: str = "."
     data_dir: str = "data"
     log_dir: str = "logs"
-    output_dir: str = "outputs"
-    work_dir: str = "."
+    # None only while Hydra has not created the run directory yet (``--cfg job --resolve``)
+    output_dir: Optional[str] = "outputs"  # noqa: UP045
+    work_dir: Optional[str] = "."  # noqa: UP045
 
 
 @dataclasses.dataclass
@@ -185,6 +186,36 @@ def schema_name(yaml_file: Path) -> str:
     return f"base_{yaml_file.stem}"
 
 
+def _sweep_group() -> str | None:
+    """``<job name>-<sweep dir name>`` in a multirun (one W&B group per sweep), else ``None``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return f"{hydra_cfg.job.name}-{Path(hydra_cfg.sweep.dir).name}"
+
+
+def _run_name(task_name: str) -> str:
+    """``task_name`` for a single run, ``task_name/<job number>`` inside a multirun."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if _sweep_group() is None:
+        return task_name
+    return f"{task_name}/{HydraConfig.get().job.num}"
+
+
+def register_resolvers() -> None:
+    """Resolvers used in the YAML tree: ``${occaist.sweep_group:}``, ``${occaist.run_name:x}``."""
+    if not OmegaConf.has_resolver("occaist.sweep_group"):
+        OmegaConf.register_new_resolver("occaist.sweep_group", _sweep_group)
+    if not OmegaConf.has_resolver("occaist.run_name"):
+        OmegaConf.register_new_resolver("occaist.run_name", _run_name)
+
+
 @functools.cache
 def register_schemas() -> None:
     """Store a schema in Hydra's ConfigStore for every YAML with ``_target_`` nodes.
@@ -192,6 +223,7 @@ def register_schemas() -> None:
     Idempotent and cached: call it before ``compose`` or ``@hydra.main`` (the entry points and
     the test-suite do).
     """
+    register_resolvers()
     cs = ConfigStore.instance()
     cs.store(group="paths", name="base_paths", node=PathsConfig)
     cs.store(group="extras", name="base_extras", node=ExtrasConfig)
