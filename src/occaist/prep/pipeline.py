@@ -1,0 +1,489 @@
+"""The preparation run: list -> decode -> segment -> filter -> normalise -> commit -> aggregate.
+
+Robustness contract (issue 5):
+
+* **Per-image commits.** All outputs of one source image (its PNGs, then its record
+  ``.prep/records/<hh>/<key>.json``) are written atomically; the record is written last and is
+  what marks the image done. A run killed anywhere leaves at most hidden temporary files (removed
+  at the next start) and outputs of an uncommitted image, which the rerun rewrites byte for byte.
+* **Deterministic per image.** Every random choice (odd square padding, sampled ratio, 80/20
+  split) comes from a generator seeded with ``(seed, image key, instance)``, so results depend
+  neither on the order, the number of workers nor the shard. Images are segmented in fixed
+  chunks of the shard's listing (``batch_size``), so a batched detector sees the same batches on
+  a rerun.
+* **Shards.** ``shard=i/n`` takes every n-th image starting at i; any process that finds all
+  records present writes the aggregate files (``manifest.csv``, ``rejections.csv``,
+  ``report.json``, ``figures/``), so the last shard to finish completes the output.
+* **Bad input never aborts.** Unusable files are committed as records with their reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import multiprocessing as mp
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from occaist.data.stanford_cars import CarImageRecord, dataset_folder, list_images, read_image_rgb
+from occaist.prep.filters import (
+    CLEANING_STAGE,
+    CandidateView,
+    FilterConfig,
+    as_dict,
+    check_candidate,
+    check_grayscale,
+    rule_names,
+)
+from occaist.prep.normalize import (
+    car_to_frame_ratio,
+    clear_background,
+    color_correct,
+    pad_to_ratio,
+    pad_to_square,
+    resize_rgba,
+)
+from occaist.prep.ratio_fit import load_or_fit, sample_ratio
+from occaist.prep.segment import Candidate, Segmenter
+from occaist.utils.io import atomic_path, write_json_atomic, write_text_atomic
+from occaist.utils.logging import get_logger
+
+log = get_logger(__name__)
+
+STATE_DIR = ".prep"
+OUTPUT_SPLITS = ("train", "test")
+MANIFEST_COLUMNS = [
+    "id", "split", "source_image", "source_key", "instance",
+    "box_x0", "box_y0", "box_x1", "box_y1", "score", "label", "mask_area",
+    "ratio_before", "ratio_sampled", "ratio_after", "ratio_reached",
+    "pad_top", "pad_bottom", "pad_left", "pad_right", "model_id", "true_pose",
+]  # fmt: skip
+REJECTION_COLUMNS = [
+    "source_image", "source_key", "instance", "stage", "rule", "value", "threshold",
+    "label", "score",
+]  # fmt: skip
+
+
+@dataclass
+class RatioFitSettings:
+    """Where the synthetic ratio fit comes from (thesis Fig. 3.10).
+
+    ``renders_root``: the synthetic ``shapenet_renders`` folder; ``split``: the thesis uses the
+    training set; ``max_images``: cap for quick runs; ``file``: reuse a saved ``ratio_fit.json``
+    instead (cluster nodes without the renders); ``max_draws``: redraws of a non-positive ratio.
+    """
+
+    renders_root: str | None = None
+    split: str = "train"
+    max_images: int | None = None
+    file: str | None = None
+    max_draws: int = 100
+
+
+@dataclass
+class NormalizeSettings:
+    """Output side length (the renders' 128) and the colour correction switch (thesis 4.1.1.1)."""
+
+    size: int = 128
+    color_correct: bool = True
+
+
+@dataclass
+class PrepSettings:
+    """Everything a preparation run reads from its config (``conf/prep/prep.yaml``).
+
+    ``segmenter`` is a ``_target_`` node (``conf/prep/segmenter/*.yaml``) built in each worker.
+    ``workers``, ``shard`` and ``progress`` do not change the outputs; the rest does and is
+    pinned in ``.prep/settings.json`` (a second run with different values is refused).
+    """
+
+    data_root: str = "data/stanford_cars"
+    out_dir: str = "data/stanford_cars_prepared"
+    splits: list[str] = field(default_factory=lambda: ["train", "test"])
+    min_image_side: int = 32
+    max_images: int | None = None
+    seed: int = 0
+    train_fraction: float = 0.8
+    batch_size: int = 4
+    workers: int = 1
+    mp_context: str = "spawn"
+    shard: str = "0/1"
+    progress: bool = True
+    figures: bool = True
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    normalize: NormalizeSettings = field(default_factory=NormalizeSettings)
+    ratio_fit: RatioFitSettings = field(default_factory=RatioFitSettings)
+    segmenter: Any = None
+
+
+#: Settings that do not influence any output byte.
+_RUNTIME_ONLY = ("out_dir", "workers", "mp_context", "shard", "progress", "max_images")
+
+Hook = Callable[[str, str], None]
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
+    try:
+        i, n = (int(v) for v in str(shard).split("/"))
+    except ValueError as err:
+        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {shard!r}") from err
+    if not 0 <= i < n:
+        raise ValueError(f"shard {shard!r}: need 0 <= i < n")
+    return i, n
+
+
+def stable_rng(seed: int, *parts: object) -> np.random.Generator:
+    """A generator determined by ``seed`` and ``parts`` only (not by order or process)."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
+    return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
+
+
+def flat_key(key: str) -> str:
+    """A file-name-safe key (``train/00001`` -> ``cars_train_00001``)."""
+    split, stem = key.split("/", 1)
+    return f"cars_{split}_{stem}".replace("/", "_")
+
+
+def record_path(out: Path, key: str) -> Path:
+    """Where the commit record of ``key`` lives (256 sub-folders keep directories small)."""
+    bucket = hashlib.sha1(key.encode()).hexdigest()[:2]
+    return out / STATE_DIR / "records" / bucket / f"{flat_key(key)}.json"
+
+
+# ---- one image ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Context:
+    settings: PrepSettings
+    folder: Path
+    out: Path
+    fit: dict[str, Any]
+
+
+def _clip_box(box: Sequence[float], h: int, w: int) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return (min(max(x0, 0.0), w), min(max(y0, 0.0), h), min(max(x1, 0.0), w), min(max(y1, 0.0), h))
+
+
+def _crop_rgba(rgb: np.ndarray, mask: np.ndarray, box: Sequence[float]) -> np.ndarray:
+    """The RGBA segment inside the (outward-rounded) box: RGB where the mask is, alpha = mask."""
+    x0, y0 = math.floor(box[0]), math.floor(box[1])
+    x1, y1 = math.ceil(box[2]), math.ceil(box[3])
+    rgba = np.concatenate(
+        [rgb[y0:y1, x0:x1], (mask[y0:y1, x0:x1, None] * 255).astype(np.uint8)], -1
+    )
+    return clear_background(rgba)
+
+
+def _normalise(
+    ctx: _Context, rgba: np.ndarray, key: str, instance: int
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Square padding, ratio padding, resize, colour correction (thesis 3.2.1, 4.1.1.1)."""
+    s = ctx.settings
+    rng = stable_rng(s.seed, key, instance, "normalise")
+    square, pad_sq = pad_to_square(rgba, rng)
+    ratio = sample_ratio(ctx.fit, rng, s.ratio_fit.max_draws)
+    padded, pad_r = pad_to_ratio(square, ratio)
+    square_ratio = car_to_frame_ratio(square[..., 3])
+    out = resize_rgba(padded, s.normalize.size)
+    if s.normalize.color_correct:
+        out = color_correct(out)
+    pad = pad_sq + pad_r
+    info = {
+        "ratio_sampled": ratio,
+        "ratio_after": car_to_frame_ratio(out[..., 3]),
+        "ratio_reached": bool(square_ratio > ratio),
+        "pad": [pad.top, pad.bottom, pad.left, pad.right],
+    }
+    return out, info
+
+
+def _png_bytes(rgba: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _process_candidate(
+    ctx: _Context, rec: CarImageRecord, rgb: np.ndarray, cand: Candidate
+) -> tuple[dict[str, Any], tuple[Path, bytes] | None]:
+    h, w = rgb.shape[:2]
+    box = _clip_box(cand.box, h, w)
+    mask = np.asarray(cand.mask, dtype=bool)
+    entry: dict[str, Any] = {
+        "instance": cand.instance,
+        "box": list(box),
+        "score": cand.score,
+        "label": cand.label,
+        "mask_area": int(mask.sum()),
+        "extra": cand.extra,
+    }
+    view = CandidateView(cand.label, cand.score, box, mask)
+    failed, _ = check_candidate(view, ctx.settings.filters)
+    if failed is None or failed.stage == CLEANING_STAGE:
+        # passed the thesis 3.1 filters: its raw segment is in Fig. 3.10's "real" histogram
+        entry["ratio_before"] = car_to_frame_ratio(_crop_rgba(rgb, mask, box)[..., 3])
+    if failed is not None:
+        entry.update(decision="rejected", verdict=as_dict(failed))
+        return entry, None
+    out_id = f"{flat_key(rec.key)}_{cand.instance:02d}"
+    u = stable_rng(ctx.settings.seed, rec.key, cand.instance, "split").random()
+    split = OUTPUT_SPLITS[0] if u < ctx.settings.train_fraction else OUTPUT_SPLITS[1]
+    image, info = _normalise(ctx, _crop_rgba(rgb, mask, box), rec.key, cand.instance)
+    entry.update(decision="accepted", id=out_id, split=split, **info)
+    return entry, (ctx.out / split / f"{out_id}.png", _png_bytes(image))
+
+
+def _commit(ctx: _Context, rec: CarImageRecord, record: dict[str, Any], files, hook) -> None:
+    for path, data in files:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    if hook is not None:
+        hook("outputs_written", rec.key)
+    write_json_atomic(record_path(ctx.out, rec.key), record)
+    if hook is not None:
+        hook("committed", rec.key)
+
+
+def process_chunk(
+    ctx: _Context, segmenter: Segmenter, chunk: Sequence[CarImageRecord], hook: Hook | None = None
+) -> int:
+    """Decode, segment, filter, normalise and commit a chunk of images; returns images done."""
+    s = ctx.settings
+    records: dict[str, dict[str, Any]] = {}
+    to_segment: list[tuple[CarImageRecord, np.ndarray]] = []
+    for rec in chunk:
+        source = Path(rec.path).relative_to(ctx.folder).as_posix()
+        record: dict[str, Any] = {"key": rec.key, "source": source, "candidates": []}
+        decoded = read_image_rgb(rec.path, s.min_image_side)
+        record["notes"] = decoded.notes
+        if decoded.rgb is None:
+            record.update(status="unusable", reason=decoded.reason)
+        else:
+            gray = check_grayscale(decoded.rgb, s.filters)
+            if gray is not None:
+                record.update(status="grayscale", reason="grayscale", verdict=as_dict(gray))
+            else:
+                record.update(status="segmented", reason=None)
+                to_segment.append((rec, decoded.rgb))
+        records[rec.key] = record
+    results = segmenter.segment(
+        [rgb for _, rgb in to_segment], [records[r.key]["source"] for r, _ in to_segment]
+    )
+    files_by_key: dict[str, list[tuple[Path, bytes]]] = {}
+    for (rec, rgb), cands in zip(to_segment, results, strict=True):
+        files: list[tuple[Path, bytes]] = []
+        for cand in cands:
+            entry, file = _process_candidate(ctx, rec, rgb, cand)
+            records[rec.key]["candidates"].append(entry)
+            if file is not None:
+                files.append(file)
+        files_by_key[rec.key] = files
+    for rec in chunk:
+        _commit(ctx, rec, records[rec.key], files_by_key.get(rec.key, []), hook)
+    return len(chunk)
+
+
+# ---- the run -----------------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _build_segmenter(node: Any) -> Segmenter:
+    import hydra
+
+    return hydra.utils.instantiate(node)
+
+
+def _worker_init(ctx: _Context, segmenter_node: Any) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    _WORKER["ctx"] = ctx
+    _WORKER["segmenter"] = _build_segmenter(segmenter_node)
+
+
+def _worker_chunk(chunk: list[CarImageRecord]) -> int:
+    return process_chunk(_WORKER["ctx"], _WORKER["segmenter"], chunk)
+
+
+def _output_settings(s: PrepSettings) -> dict[str, Any]:
+    d = asdict(s)
+    for k in _RUNTIME_ONLY:
+        d.pop(k)
+    return d
+
+
+def _check_settings(out: Path, s: PrepSettings) -> None:
+    path = out / STATE_DIR / "settings.json"
+    current = json.loads(json.dumps(_output_settings(s), sort_keys=True, default=str))
+    if path.is_file():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != current:
+            diff = sorted(
+                k for k in set(previous) | set(current) if previous.get(k) != current.get(k)
+            )
+            raise ValueError(
+                f"{out} was prepared with different settings ({', '.join(diff)}); resuming would "
+                f"mix outputs. Use a new out_dir, or delete {out} to start over."
+            )
+    else:
+        write_json_atomic(path, current)
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete the hidden ``.<name>.*.tmp*`` files a killed run may leave behind."""
+    for tmp in out.rglob(".*.tmp*"):
+        if tmp.is_file():
+            tmp.unlink()
+
+
+def _chunks(items: Sequence[CarImageRecord], size: int) -> Iterator[list[CarImageRecord]]:
+    for i in range(0, len(items), size):
+        yield list(items[i : i + size])
+
+
+def run_prep(settings: PrepSettings, hook: Hook | None = None) -> dict[str, Any] | None:
+    """Prepare the real domain; returns the report when the output is complete, else None.
+
+    Args:
+        settings: validated settings (see :class:`PrepSettings`).
+        hook: test hook ``hook(event, key)`` called in-process (``workers == 1``) after an
+            image's outputs are written (``outputs_written``) and after its commit
+            (``committed``); raising from it simulates a kill at that point.
+    """
+    s = settings
+    shard_i, shard_n = parse_shard(s.shard)
+    folder = dataset_folder(s.data_root)
+    out = Path(s.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_settings(out, s)
+    _remove_stale_temporaries(out)
+    fit = load_or_fit(
+        out / "ratio_fit.json",
+        s.ratio_fit.renders_root,
+        s.ratio_fit.split,
+        s.ratio_fit.max_images,
+        s.ratio_fit.file,
+    )
+    from occaist.data.common import warn_if_synthetic
+
+    warn_if_synthetic(folder)
+    listing = list_images(folder, s.splits)
+    if s.max_images is not None:
+        listing = listing[: s.max_images]
+    mine = listing[shard_i::shard_n]
+    chunks = [c for c in _chunks(mine, s.batch_size) if not all(
+        record_path(out, r.key).is_file() for r in c
+    )]  # fmt: skip
+    todo = sum(len(c) for c in chunks)
+    log.info(
+        "prep shard %d/%d: %d images, %d to do in %d chunks, %d workers",
+        shard_i, shard_n, len(mine), todo, len(chunks), s.workers,
+    )  # fmt: skip
+    ctx = _Context(s, folder, out, fit)
+    with _progress(s.progress, todo) as advance:
+        if s.workers <= 1:
+            segmenter = _build_segmenter(s.segmenter)
+            for chunk in chunks:
+                advance(process_chunk(ctx, segmenter, chunk, hook))
+        else:
+            from omegaconf import OmegaConf
+
+            node = OmegaConf.create(OmegaConf.to_container(OmegaConf.create(s.segmenter)))
+            with ProcessPoolExecutor(
+                max_workers=s.workers,
+                mp_context=mp.get_context(s.mp_context),
+                initializer=_worker_init,
+                initargs=(ctx, node),
+            ) as pool:
+                for done in pool.map(_worker_chunk, chunks):
+                    advance(done)
+    missing = [r.key for r in listing if not record_path(out, r.key).is_file()]
+    if missing:
+        log.info(
+            "%d images of other shards not done yet; aggregate files not written", len(missing)
+        )
+        return None
+    from occaist.prep.report import aggregate
+
+    return aggregate(out, listing, fit, s)
+
+
+class _progress:
+    """A rich progress bar over images (a no-op when disabled)."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled = enabled and total > 0
+        self.total = total
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._bar = Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        self._bar.__enter__()
+        task = self._bar.add_task("prep images", total=self.total)
+        return lambda n: self._bar.advance(task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._bar.__exit__(*exc)
+
+
+def iter_records(out: Path, listing: Sequence[CarImageRecord]) -> Iterator[dict[str, Any]]:
+    """The committed records in listing order."""
+    for rec in listing:
+        yield json.loads(record_path(out, rec.key).read_text(encoding="utf-8"))
+
+
+def count_rules() -> Counter:
+    """A zeroed counter over every rule name (so the report lists rules that rejected nothing)."""
+    return Counter(dict.fromkeys(rule_names(), 0))
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+    """A CSV with fixed columns and float formatting (stable bytes), written atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _fmt(row.get(k)) for k in columns})
+    write_text_atomic(path, buf.getvalue())
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:.6f}" if math.isfinite(v) else str(v)
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, sort_keys=True)
+    return str(v)
