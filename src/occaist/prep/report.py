@@ -107,7 +107,7 @@ def _histogram_figure(path: Path, real: Sequence[float], synthetic: Sequence[flo
             ax.hist(v, bins=bins, density=True, alpha=0.55, label=f"{name}, n={v.size}")
     ax.set_xlabel("car-to-frame ratio  #(alpha>0) / #(alpha=0)")
     ax.set_ylabel("density")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.legend()
     fig.tight_layout()
     buf = io.BytesIO()
