@@ -1,0 +1,478 @@
+"""CarFusion (Reddy et al., CVPR 2018) reader and data modules for Occlusion-Net.
+
+On-disk layout (raw release, reproduced by the synthetic world)::
+
+    <root>/car_<seq>/images_jpg/<cam>_<frame>.jpg
+    <root>/car_<seq>/gt/<cam>_<frame>.txt      lines "x,y,kp_id,instance_id,vis"
+    <root>/car_<seq>/synthetic/cameras.json    {"<cam>_<frame>": 3x4}   (synthetic world only)
+
+``kp_id`` 1..14 is keypoint index ``kp_id - 1`` (``occaist.synth.keypoints.KEYPOINT_NAMES``);
+``vis`` 1 visible -> COCO ``v=2``, 2 occluded -> ``v=1``, 3 -> ``v=2`` (undocumented code, as the
+official converter); points outside the frame get ``v=0`` with their coordinates kept. Boxes are
+the hull of the labelled points, padded 10 % left/top and 15 % right/bottom and clipped
+(``hull_box``); instances with fewer than 3 labelled points are dropped. The COCO-keypoint JSON
+of ``scripts/carfusion_to_coco.py`` (or the official converter) is read with ``annotation_files``.
+
+Sequences: train ``butler, craig, fifth, morewood`` and test ``penn1, penn2`` by default; a name
+matches folders ``<name>``, ``car_<name>`` and ``car_<name><digits>``. CarFusion has no
+validation split: validation uses ``val_sequences`` (default: the test ones).
+
+Multi-view targets (``multiview=true``): the other cameras of the same frame that see the same
+instance give, per keypoint, ``tri_target`` (DLT triangulation from the views where it is
+visible, reprojected here) and the trifocal data (``camera`` of this view, two other views'
+normalised cameras and points). They need 3x4 cameras, which real CarFusion does not ship.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from occaist.data.common import warn_if_synthetic
+from occaist.synth.keypoints import FLIP_PERMUTATION, NUM_KEYPOINTS
+from occaist.utils.logging import RankedLogger
+
+log = RankedLogger(__name__)
+
+__all__ = [
+    "CarFusionDataModule",
+    "CarFusionDataset",
+    "FrameRecord",
+    "collate_detection",
+    "hull_box",
+    "read_gt_file",
+    "scan_carfusion",
+    "stable_image_id",
+]
+
+#: CarFusion ``vis`` code -> COCO ``v``.
+VIS_TO_COCO = {1: 2, 2: 1, 3: 2}
+#: Padding of the hull box (official converter): 10 % left/top, width and height x 1.25.
+BOX_PAD_BEFORE = 0.1
+BOX_SCALE = 1.25
+MIN_INSTANCE_KEYPOINTS = 3
+
+
+def stable_image_id(relative_path: str) -> int:
+    """A machine-independent image id: the first 60 bits of SHA-1 of the relative path (the
+    official converter's ids depend on ``os.listdir`` order)."""
+    return int(hashlib.sha1(relative_path.encode()).hexdigest()[:15], 16)
+
+
+def read_gt_file(path: str | Path, width: int, height: int) -> dict[int, np.ndarray]:
+    """Parse one ``gt/<cam>_<frame>.txt``: ``{instance_id: (K, 3) float [x, y, v_coco]}``.
+
+    Unlisted keypoints are ``(0, 0, 0)``; points with ``x <= 0``, ``x > width``, ``y <= 0`` or
+    ``y > height`` get ``v = 0`` and keep their coordinates (as the official converter).
+    """
+    out: dict[int, np.ndarray] = {}
+    for line in Path(path).read_text().splitlines():
+        parts = [p for p in line.replace(" ", "").split(",") if p]
+        if len(parts) < 5:
+            continue
+        x, y = float(parts[0]), float(parts[1])
+        kp, inst, vis = int(float(parts[2])), int(float(parts[3])), int(float(parts[4]))
+        if not 1 <= kp <= NUM_KEYPOINTS:
+            continue
+        kps = out.setdefault(inst, np.zeros((NUM_KEYPOINTS, 3)))
+        v = VIS_TO_COCO.get(vis, 0)
+        if x <= 0 or x > width or y <= 0 or y > height:
+            v = 0
+        kps[kp - 1] = (x, y, v)
+    return out
+
+
+def hull_box(keypoints: np.ndarray, width: int, height: int) -> np.ndarray | None:
+    """The official converter's box (xyxy) around the labelled keypoints ``(K, 3)``, or None
+    with fewer than 3 of them: the hull's extent ``(x0, y0, w, h)`` within the frame, moved
+    ``10 %`` up-left and scaled by 1.25, clipped to the image."""
+    pts = keypoints[keypoints[:, 2] > 0, :2]
+    if len(pts) < MIN_INSTANCE_KEYPOINTS:
+        return None
+    x0, y0 = np.clip(pts.min(0), 0, [width, height])
+    x1, y1 = np.clip(pts.max(0), 0, [width, height])
+    w, h = x1 - x0, y1 - y0
+    nx0, ny0 = max(x0 - BOX_PAD_BEFORE * w, 0.0), max(y0 - BOX_PAD_BEFORE * h, 0.0)
+    nx1, ny1 = min(nx0 + BOX_SCALE * w, width), min(ny0 + BOX_SCALE * h, height)
+    if nx1 - nx0 < 1 or ny1 - ny0 < 1:
+        return None
+    return np.array([nx0, ny0, nx1, ny1])
+
+
+@dataclass
+class FrameRecord:
+    """One image: its path relative to the root, view name, frame, size and instances."""
+
+    image: str
+    sequence: str
+    cam: str
+    frame: str
+    width: int
+    height: int
+    keypoints: dict[int, np.ndarray] = field(default_factory=dict)  # instance -> (K, 3)
+    boxes: dict[int, np.ndarray] = field(default_factory=dict)  # instance -> (4,) xyxy
+    camera: np.ndarray | None = None  # (3, 4)
+
+    @property
+    def image_id(self) -> int:
+        return stable_image_id(self.image)
+
+
+def match_sequences(available: Sequence[str], names: Sequence[str]) -> list[str]:
+    """Folders of ``available`` matching the configured ``names`` (see module docstring)."""
+    out = []
+    for name in names:
+        pattern = re.compile(rf"(car_)?{re.escape(name)}\d*")
+        hits = [a for a in available if a == name or pattern.fullmatch(a)]
+        if not hits:
+            raise FileNotFoundError(
+                f"no CarFusion sequence matches {name!r}; sequences found: {sorted(available)}"
+            )
+        out.extend(h for h in sorted(hits) if h not in out)
+    return out
+
+
+def _load_cameras(seq_dir: Path) -> dict[str, np.ndarray] | None:
+    path = seq_dir / "synthetic" / "cameras.json"
+    if not path.is_file():
+        return None
+    raw = json.loads(path.read_text())
+    return {k: np.asarray(v, dtype=np.float64).reshape(3, 4) for k, v in raw.items()}
+
+
+def scan_carfusion(root: str | Path, sequences: Sequence[str]) -> list[FrameRecord]:
+    """Read every ``gt/*.txt`` of the matching sequences into :class:`FrameRecord` s."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"CarFusion root {root} does not exist. Request the data at "
+            "http://www.cs.cmu.edu/~ILIM/projects/IM/CarFusion/ or generate the synthetic world: "
+            "python -m occaist.synth --root DIR --preset demo (then data.root=DIR/carfusion)"
+        )
+    available = [p.name for p in root.iterdir() if (p / "gt").is_dir()]
+    records = []
+    for seq in match_sequences(available, sequences):
+        seq_dir = root / seq
+        cameras = _load_cameras(seq_dir)
+        for gt in sorted((seq_dir / "gt").glob("*.txt")):
+            cam, _, frame = gt.stem.partition("_")
+            image_rel = f"{seq}/images_jpg/{gt.stem}.jpg"
+            if not (root / image_rel).is_file():
+                log.warning("skipping %s: image %s missing", gt, image_rel)
+                continue
+            with Image.open(root / image_rel) as im:
+                width, height = im.size
+            rec = FrameRecord(image_rel, seq, cam, frame, width, height)
+            for inst, kps in read_gt_file(gt, width, height).items():
+                box = hull_box(kps, width, height)
+                if box is not None:
+                    rec.keypoints[inst], rec.boxes[inst] = kps, box
+            if cameras is not None:
+                rec.camera = cameras.get(gt.stem)
+            records.append(rec)
+    return records
+
+
+def read_coco_keypoints(root: str | Path, annotation_file: str | Path) -> list[FrameRecord]:
+    """Records from a CarFusion COCO-keypoint JSON (``file_name`` relative to ``root``; boxes
+    ``xywh``). No instance ids or cameras survive the conversion, so no multi-view targets."""
+    data = json.loads(Path(annotation_file).read_text())
+    by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for ann in data["annotations"]:
+        by_image[ann["image_id"]].append(ann)
+    records = []
+    for img in data["images"]:
+        seq, _, rest = img["file_name"].partition("/")
+        cam, _, frame = Path(rest).stem.partition("_")
+        rec = FrameRecord(img["file_name"], seq, cam, frame, img["width"], img["height"])
+        for i, ann in enumerate(by_image[img["id"]]):
+            x, y, w, h = ann["bbox"]
+            if w < 1 or h < 1:
+                continue
+            rec.keypoints[i] = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)
+            rec.boxes[i] = np.array([x, y, x + w, y + h])
+        records.append(rec)
+    return records
+
+
+def _multiview_targets(
+    rec: FrameRecord, inst: int, views: list[FrameRecord]
+) -> dict[str, np.ndarray]:
+    """Per-keypoint multi-view targets of instance ``inst`` in ``rec`` (numpy, this view's
+    pixels): ``tri_target`` (K, 2), ``tri_mask`` (K,), ``mv_cameras`` (K, 2, 3, 4) and
+    ``mv_points`` (K, 2, 2) of two other views where the keypoint is visible, normalised by
+    their larger image side, and ``mv_mask`` (K,)."""
+    from occaist.geometry.multiview import project, triangulate
+
+    k = NUM_KEYPOINTS
+    out = {
+        "tri_target": np.zeros((k, 2)),
+        "tri_mask": np.zeros(k, dtype=bool),
+        "mv_cameras": np.zeros((k, 2, 3, 4)),
+        "mv_points": np.zeros((k, 2, 2)),
+        "mv_mask": np.zeros(k, dtype=bool),
+    }
+    others = [v for v in views if v is not rec and inst in v.keypoints and v.camera is not None]
+    if rec.camera is None or len(others) < 2:
+        return out
+    for j in range(k):
+        seen = [v for v in others if v.keypoints[inst][j, 2] == 2]
+        if len(seen) < 2:
+            continue
+        Ps = torch.as_tensor(np.stack([v.camera for v in seen]))
+        xs = torch.as_tensor(np.stack([v.keypoints[inst][j, :2] for v in seen]))
+        X = triangulate(Ps, xs)
+        out["tri_target"][j] = project(torch.as_tensor(rec.camera), X).numpy()
+        out["tri_mask"][j] = True
+        for slot, v in enumerate(seen[:2]):
+            s = float(max(v.width, v.height))
+            out["mv_cameras"][j, slot] = np.diag([1 / s, 1 / s, 1.0]) @ v.camera
+            out["mv_points"][j, slot] = v.keypoints[inst][j, :2] / s
+        out["mv_mask"][j] = True
+    return out
+
+
+def _affine_from_probes(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 3x3 affine map taking the three probe points ``src`` (3, 2) to ``dst`` (3, 2)."""
+    a = np.concatenate([src, np.ones((3, 1))], axis=1)
+    m = np.linalg.solve(a, dst).T  # (2, 3)
+    return np.concatenate([m, [[0.0, 0.0, 1.0]]], axis=0)
+
+
+class CarFusionDataset(Dataset):
+    """Images and Keypoint R-CNN targets of CarFusion frames.
+
+    Each item is ``(image (3, H, W) float in [0, 1], target)`` with ``boxes`` (N, 4) xyxy,
+    ``labels`` (N,) ones, ``keypoints`` (N, K, 3) COCO ``v``, ``image_id``, and with
+    ``multiview`` the targets of :func:`_multiview_targets` plus ``camera`` (3, 4), all
+    following the augmentation (``A P`` for the camera; keypoint arrays permuted by the
+    left/right ``FLIP_PERMUTATION`` when the image is mirrored).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        records: list[FrameRecord],
+        transform: Any = None,
+        multiview: bool = False,
+    ) -> None:
+        self.root = Path(root)
+        self.records = records
+        self.transform = transform
+        self.multiview = multiview
+        self._views: dict[tuple[str, str], list[FrameRecord]] = defaultdict(list)
+        for rec in records:
+            self._views[(rec.sequence, rec.frame)].append(rec)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        rec = self.records[index]
+        with Image.open(self.root / rec.image) as im:
+            image = np.asarray(im.convert("RGB"))
+        instances = sorted(rec.boxes)
+        kps = np.stack([rec.keypoints[i] for i in instances]).reshape(-1, NUM_KEYPOINTS, 3)
+        boxes = np.stack([rec.boxes[i] for i in instances]).reshape(-1, 4)
+        extra: dict[str, np.ndarray] = {}
+        if self.multiview:
+            views = self._views[(rec.sequence, rec.frame)]
+            mv = [_multiview_targets(rec, i, views) for i in instances]
+            extra = {key: np.stack([m[key] for m in mv]) for key in mv[0]} if mv else {}
+        camera = rec.camera
+        if self.transform is not None:
+            image, kps, boxes, extra, camera = self._augment(image, kps, boxes, extra, camera)
+        target = {
+            "boxes": torch.as_tensor(boxes, dtype=torch.float32),
+            "labels": torch.ones(len(boxes), dtype=torch.int64),
+            "keypoints": torch.as_tensor(kps, dtype=torch.float32),
+            "image_id": torch.tensor(rec.image_id),
+        }
+        if self.multiview and camera is not None:
+            target["camera"] = torch.as_tensor(camera, dtype=torch.float64)
+            for key, value in extra.items():
+                dtype = torch.bool if value.dtype == bool else torch.float32
+                dtype = torch.float64 if key == "mv_cameras" else dtype
+                target[key] = torch.as_tensor(value, dtype=dtype)
+        tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1).float() / 255.0
+        return tensor, target
+
+    def _augment(self, image, kps, boxes, extra, camera):
+        """Apply the albumentations pipeline to the image, keypoints, box corners, triangulated
+        targets and three probe points; recover the affine ``A`` from the probes."""
+        h, w = image.shape[:2]
+        probes = np.array([[0.0, 0.0], [w, 0.0], [0.0, h]])
+        corners = boxes[:, [0, 1, 2, 1, 0, 3, 2, 3]].reshape(-1, 2)
+        tri = extra.get("tri_target", np.zeros((0, NUM_KEYPOINTS, 2))).reshape(-1, 2)
+        points = np.concatenate([kps[..., :2].reshape(-1, 2), corners, tri, probes])
+        res = self.transform(image=image, keypoints=points)
+        image, pts = res["image"], np.asarray(res["keypoints"], dtype=np.float64)
+        n_kp, n_c, n_t = kps.shape[0] * NUM_KEYPOINTS, len(corners), len(tri)
+        kps = kps.copy()
+        kps[..., :2] = pts[:n_kp].reshape(-1, NUM_KEYPOINTS, 2)
+        c = pts[n_kp : n_kp + n_c].reshape(-1, 4, 2)
+        boxes = np.concatenate([c.min(1), c.max(1)], axis=1)
+        A = _affine_from_probes(probes, pts[-3:])
+        if "tri_target" in extra:
+            extra = dict(extra)
+            extra["tri_target"] = pts[n_kp + n_c : n_kp + n_c + n_t].reshape(-1, NUM_KEYPOINTS, 2)
+        if np.linalg.det(A[:2, :2]) < 0:  # mirrored: left and right keypoints swap names
+            perm = list(FLIP_PERMUTATION)
+            kps = kps[:, perm]
+            extra = {k: v[:, perm] for k, v in extra.items()}
+        if camera is not None:
+            camera = A @ camera
+        return image, kps, boxes, extra, camera
+
+
+def collate_detection(batch: list[tuple[torch.Tensor, dict]]) -> tuple[list, list]:
+    """Lists of images and targets (torchvision detection models take lists)."""
+    images, targets = zip(*batch, strict=True)
+    return list(images), list(targets)
+
+
+def build_augmentation(flip_prob: float, color_jitter: float) -> Any:
+    """Keypoint-aware albumentations pipeline: horizontal flip (left/right swap handled by the
+    dataset) and colour jitter; ``remove_invisible=False`` keeps every point and its index."""
+    import albumentations as A
+
+    return A.Compose(
+        [
+            A.HorizontalFlip(p=flip_prob),
+            A.ColorJitter(
+                brightness=color_jitter,
+                contrast=color_jitter,
+                saturation=color_jitter,
+                hue=color_jitter / 4,
+                p=1.0 if color_jitter > 0 else 0.0,
+            ),
+        ],
+        keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
+    )
+
+
+class CarFusionDataModule(pl.LightningDataModule):
+    """CarFusion (raw ``gt/*.txt`` layout or COCO-keypoint JSON) for Keypoint R-CNN training.
+
+    Args:
+        root: the folder holding ``car_<seq>/`` (the synthetic world: ``<world>/carfusion``).
+        train_sequences, test_sequences: sequence names (see module docstring).
+        val_sequences: validation sequences (``None``: the test ones).
+        annotation_files: COCO-keypoint JSONs ``{"train": ..., "val": ..., "test": ...}``
+            (relative to ``root`` or absolute) read instead of ``gt/*.txt`` when given.
+        multiview: build the multi-view targets (``triangulated``/``trifocal`` losses).
+        require_cameras: fail at set-up when a training sequence has no ``cameras.json``
+            (set by the ``trifocal`` experiments; real CarFusion has none).
+        min_image_keypoints: drop training images with fewer labelled keypoints summed over
+            instances (upstream: 10).
+        max_images: cap per split (quick runs); ``None`` for all.
+        flip_prob, color_jitter: training augmentation.
+        batch_size, num_workers, pin_memory: loaders.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        train_sequences: list[str] = ("butler", "craig", "fifth", "morewood"),
+        test_sequences: list[str] = ("penn1", "penn2"),
+        val_sequences: list[str] | None = None,
+        annotation_files: dict[str, Any] | None = None,
+        multiview: bool = False,
+        require_cameras: bool = False,
+        min_image_keypoints: int = 10,
+        max_images: int | None = None,
+        flip_prob: float = 0.5,
+        color_jitter: float = 0.2,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.root = Path(root)
+        self.datasets: dict[str, CarFusionDataset] = {}
+
+    def _records(self, split: str) -> list[FrameRecord]:
+        hp = self.hparams
+        files = hp.annotation_files or {}
+        if files.get(split):
+            path = Path(files[split])
+            path = path if path.is_absolute() else self.root / path
+            records = read_coco_keypoints(self.root, path)
+        else:
+            names = {
+                "train": hp.train_sequences,
+                "val": hp.val_sequences if hp.val_sequences is not None else hp.test_sequences,
+                "test": hp.test_sequences,
+            }[split]
+            records = scan_carfusion(self.root, list(names))
+        if split == "train" and hp.require_cameras:
+            missing = sorted({r.sequence for r in records if r.camera is None})
+            if missing:
+                raise FileNotFoundError(
+                    f"occluded_loss=trifocal needs 3x4 cameras for every view, but {missing} "
+                    f"under {self.root} have no synthetic/cameras.json (real CarFusion ships "
+                    "none). Use model.net.occluded_loss=annotated (experiment occnet_carfusion)."
+                )
+        records = [r for r in records if r.boxes]
+        if split == "train":
+            records = [
+                r
+                for r in records
+                if sum(int((k[:, 2] > 0).sum()) for k in r.keypoints.values())
+                >= hp.min_image_keypoints
+            ]
+        if hp.max_images is not None:
+            records = records[: hp.max_images]
+        if not records:
+            raise ValueError(f"CarFusion split {split!r} under {self.root} has no usable image")
+        return records
+
+    def setup(self, stage: str | None = None) -> None:
+        warn_if_synthetic(self.root)
+        hp = self.hparams
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+        wanted = splits.get(stage, ("train", "val", "test")) if stage else ("train", "val", "test")
+        for split in wanted:
+            if split in self.datasets:
+                continue
+            augment = (
+                build_augmentation(hp.flip_prob, hp.color_jitter) if split == "train" else None
+            )
+            self.datasets[split] = CarFusionDataset(
+                self.root, self._records(split), augment, multiview=hp.multiview
+            )
+            log.info("CarFusion %s: %d images", split, len(self.datasets[split]))
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        hp = self.hparams
+        return DataLoader(
+            self.datasets[split],
+            batch_size=hp.batch_size,
+            shuffle=shuffle,
+            num_workers=hp.num_workers,
+            pin_memory=hp.pin_memory,
+            collate_fn=collate_detection,
+            persistent_workers=hp.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
