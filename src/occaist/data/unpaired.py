@@ -45,10 +45,14 @@ log = RankedLogger(__name__)
 SPLIT_DIRS = ("renders", ".", "splits")
 
 CREATE_RENDERS = (
-    "python -m occaist.synth --root {world} --preset demo   (a synthetic stand-in), or download "
-    "the DPC renders (data/download_train_data.sh 02958343 in eldar/differentiable-point-clouds)"
+    "python -m occaist.synth --root {world} --preset demo   (a synthetic stand-in with this "
+    "layout), or download the DPC renders (data/download_train_data.sh 02958343 in "
+    "eldar/differentiable-point-clouds) and pass data.renders_root=<their root>"
 )
-CREATE_REAL = "python -m occaist.prep   (prepares the real Stanford Cars segments)"
+CREATE_REAL = (
+    "python -m occaist.prep data_root=<Stanford Cars root> out_dir={prepared}  (see docs/prep.md; "
+    "for the synthetic world: python -m occaist.prep data_dir=<world root> out_dir={prepared})"
+)
 
 RENDER_GLOB = "render_*.png"
 
@@ -116,7 +120,8 @@ def segment_files(prepared_root: str | os.PathLike, split: str) -> list[Path]:
     files = sorted(folder.glob("*.png")) if folder.is_dir() else []
     if not files:
         raise DataNotFoundError(
-            f"no prepared real segments in {folder}.\n  Create them with: {CREATE_REAL}"
+            f"no prepared real segments in {folder}.\n  Create them with: "
+            + CREATE_REAL.format(prepared=Path(prepared_root))
         )
     return files
 

@@ -1,0 +1,70 @@
+"""AIST networks: published parameter counts, output shapes, activations, initialisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from occaist.models.aist.networks import (
+    PatchDiscriminator,
+    ResnetGenerator,
+    count_parameters,
+    init_weights,
+)
+
+
+def test_parameter_counts_match_upstream():
+    assert count_parameters(ResnetGenerator()) == 11_378_179
+    assert count_parameters(PatchDiscriminator()) == 2_764_737
+    # RGBA: only the first and last convolutions grow (7*7*64 + 64*7*7 + 1 more parameters)
+    assert count_parameters(ResnetGenerator(4, 4)) == 11_378_179 + 7 * 7 * 64 * 2 + 1
+    assert count_parameters(PatchDiscriminator(4)) == 2_764_737 + 4 * 4 * 64
+
+
+@pytest.mark.parametrize("size", [128, 256])
+def test_output_shapes(size):
+    gen, disc = ResnetGenerator(), PatchDiscriminator()
+    x = torch.rand(1, 3, size, size) * 2 - 1
+    with torch.no_grad():
+        y = gen(x)
+        d = disc(x)
+    assert y.shape == x.shape
+    assert y.abs().max() < 1
+    side = size // 8 - 2  # 30 at 256 (thesis 4.3), 14 at 128
+    assert d.shape == (1, 1, side, side)
+
+
+def test_rgba_generator_shape():
+    gen = ResnetGenerator(4, 4, base_channels=8, num_blocks=1)
+    assert gen(torch.zeros(2, 4, 32, 32)).shape == (2, 4, 32, 32)
+
+
+def test_sizes_must_be_multiples_of_four():
+    with pytest.raises(ValueError, match="multiples of 4"):
+        ResnetGenerator(base_channels=4, num_blocks=1)(torch.zeros(1, 3, 30, 30))
+
+
+def test_activation_switch():
+    thesis = ResnetGenerator(base_channels=4, num_blocks=1)
+    upstream = ResnetGenerator(base_channels=4, num_blocks=1, activation="relu")
+    slopes = {m.negative_slope for m in thesis.modules() if isinstance(m, nn.LeakyReLU)}
+    assert slopes == {0.01}
+    assert not any(isinstance(m, nn.LeakyReLU) for m in upstream.modules())
+    assert sum(isinstance(m, nn.ReLU) for m in upstream.modules()) == 6  # 5 outer + 1 block
+    with pytest.raises(ValueError, match="activation"):
+        ResnetGenerator(activation="gelu")
+
+
+def test_init_is_normal_002_with_zero_bias():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(64, 64, 3)
+    init_weights(conv)
+    assert abs(conv.weight.std().item() - 0.02) < 1e-3
+    assert abs(conv.weight.mean().item()) < 1e-3
+    assert torch.count_nonzero(conv.bias) == 0
+
+
+def test_instance_norm_is_not_affine():
+    norms = [m for m in ResnetGenerator().modules() if isinstance(m, nn.InstanceNorm2d)]
+    assert norms and all(not m.affine and not m.track_running_stats for m in norms)
