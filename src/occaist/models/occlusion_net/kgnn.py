@@ -381,6 +381,11 @@ class KeypointGraphNet(nn.Module):
                 raise ValueError(f"shape basis has {mean.shape[0]} keypoints, not {num_keypoints}")
             if num_basis is not None:
                 basis, sigma = basis[:num_basis], sigma[:num_basis]
+            # conditioning only (s and t absorb it): centre the mean shape and scale the model
+            # to unit RMS radius, so the initial projection (s = 1, t = 0) fills the ROI frame
+            mean = mean - mean.mean(dim=0)
+            radius = mean.pow(2).sum(-1).mean().sqrt().clamp_min(1e-8)
+            mean, sigma = mean / radius, sigma / radius
             self.encoder3d = GraphEncoder3D(
                 mean, basis, sigma, n_in, hidden_3d, dropout=encoder_dropout
             )

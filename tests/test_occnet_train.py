@@ -1,0 +1,97 @@
+"""End to end: occnet_synthetic and occnet_graph run (fast_dev_run) from the composed configs,
+the test epoch writes the three-predictor table, and a graph checkpoint loads into the full
+model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import occaist.cli
+from tests.helpers import composed
+from tests.test_carfusion import write_tiny_carfusion
+
+SMALL = [
+    "data.train_sequences=[butler]",
+    "data.test_sequences=[penn]",
+    "data.num_workers=0",
+    "~logger",
+    "callbacks=none",
+    "trainer=cpu",
+]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    return write_tiny_carfusion(tmp_path_factory.mktemp("occ_e2e"))
+
+
+def _check_report(out: Path, predictors: tuple[str, ...]) -> None:
+    table = (out / "occnet_eval.md").read_text()
+    for label in predictors:
+        assert label in table
+    assert "Noise study" in table
+    data = json.loads((out / "occnet_eval.json").read_text())
+    assert set(data["pck"]) >= {"heatmap", "kgnn2d", "kgnn3d"}
+    assert (out / "pck_curves.png").is_file()
+
+
+@pytest.mark.slow
+def test_occnet_synthetic_fast_dev_run_writes_table(world: Path, tmp_path: Path) -> None:
+    overrides = [
+        "experiment=occnet_synthetic",
+        f"data.root={world / 'carfusion'}",
+        "trainer.fast_dev_run=true",
+        "model.net.min_size=128",
+        "model.net.max_size=160",
+        "model.net.graph_head.encoder_hidden=32",
+        "model.net.graph_head.decoder_hidden=32",
+        "model.net.graph_head.hidden_3d=32",
+        "model.net.box_batch_size_per_image=32",
+        *SMALL,
+    ]
+    with composed(overrides, output_dir=tmp_path) as cfg:
+        assert cfg.model.net.occluded_loss == "trifocal" and cfg.model.net.weights is None
+        metrics, _ = occaist.cli.train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    assert metrics["train/loss_occluded"] > 0  # the trifocal residual of real multi-view matches
+    assert "test/pck_all_kgnn2d" in metrics
+    _check_report(tmp_path, ("heatmap (Keypoint R-CNN)", "2D-KGNN", "3D-KGNN"))
+
+
+@pytest.mark.slow
+def test_occnet_graph_trains_and_loads_into_full_model(world: Path, tmp_path: Path) -> None:
+    graph = [f"model.graph_head.{k}=32" for k in ("encoder_hidden", "decoder_hidden", "hidden_3d")]
+    overrides = [
+        "experiment=occnet_graph",
+        f"data.root={world / 'carfusion'}",
+        "trainer.max_epochs=2",
+        "data.batch_size=4",
+        "callbacks=model_checkpoint",
+        "callbacks.model_checkpoint.save_last=true",
+        *graph,
+        *SMALL,
+    ]
+    overrides.remove("callbacks=none")
+    with composed(overrides, output_dir=tmp_path) as cfg:
+        metrics, objects = occaist.cli.train(cfg)
+    assert "test/pck_occluded_kgnn2d" in metrics and "test/visibility_accuracy" in metrics
+    _check_report(tmp_path, ("noisy input", "2D-KGNN", "3D-KGNN"))
+    ckpt = objects["trainer"].checkpoint_callback.last_model_path
+    full = [
+        "experiment=occnet_synthetic",
+        f"data.root={world / 'carfusion'}",
+        f"model.graph_head_checkpoint={ckpt}",
+        "model.net.min_size=128",
+        *[g.replace("model.", "model.net.") for g in graph],
+    ]
+    with composed(full) as cfg:
+        import hydra
+
+        model = hydra.utils.instantiate(cfg.model)
+    trained = objects["model"].graph_head.state_dict()
+    loaded = model.graph_head.state_dict()
+    assert all(torch.equal(trained[k], loaded[k]) for k in trained)
