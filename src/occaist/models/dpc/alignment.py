@@ -1,0 +1,199 @@
+"""Global rotation alignment of unsupervised DPC predictions (``compute_alignment.py``).
+
+An unsupervised model predicts shapes and poses in a canonical frame of its own, which differs
+from the ground-truth frame by one global rotation. Upstream estimates it once (reference brief
+A5): for the first 50 validation models and every view, point-to-point ICP (open3d, maximum
+correspondence distance 0.2, translation allowed, no scaling) from the predicted cloud to the
+ground truth, initialised with ``R(q̄_gt ⊗ q_pred)``; per model the 2 views with the lowest
+inlier RMSE, then the 15 models with the lowest mean RMSE; the ≤ 30 rotations are averaged with
+Markley's method (top eigenvector of ``Σ q qᵀ``, ``w ≥ 0``). The result ``q_ref`` is applied as
+``P ← q_ref ⊗ P ⊗ q̄_ref`` and ``q ← q ⊗ q̄_ref``.
+
+Here ICP runs in torch (brute-force nearest neighbours in chunks, Kabsch/Umeyama without scale);
+``max_points`` subsamples both clouds (a fixed random subset) to bound its cost, a documented
+deviation (``model.icp_num_points=null`` uses every point, as upstream).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from occaist.geometry.quaternion import (
+    quaternion_conjugate,
+    quaternion_multiply,
+    quaternion_normalize,
+    quaternion_rotate,
+    quaternion_to_rotation_matrix,
+    rotation_matrix_to_quaternion,
+)
+
+__all__ = [
+    "AlignmentCollector",
+    "apply_alignment",
+    "icp_rotation",
+    "markley_average",
+    "nearest_neighbours",
+    "select_alignment_rotations",
+]
+
+
+def nearest_neighbours(
+    source: Tensor, target: Tensor, max_elements: int = 2**24
+) -> tuple[Tensor, Tensor]:
+    """Nearest target point of every source point: distances ``(N,)`` and indices ``(N,)``."""
+    chunk = max(1, max_elements // max(target.shape[0], 1))
+    dists, idx = [], []
+    for start in range(0, source.shape[0], chunk):
+        block = torch.cdist(source[start : start + chunk], target)
+        d, i = block.min(dim=1)
+        dists.append(d)
+        idx.append(i)
+    return torch.cat(dists), torch.cat(idx)
+
+
+def _kabsch(src: Tensor, dst: Tensor) -> tuple[Tensor, Tensor]:
+    """Rotation R and translation t minimising ``Σ ‖R·src + t − dst‖²`` (no scaling)."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    cov = (dst - mu_d).T @ (src - mu_s)  # (3, 3)
+    u, _, vh = torch.linalg.svd(cov)
+    sign = torch.sign(torch.linalg.det(u @ vh))
+    fix = torch.diag(torch.stack([torch.ones_like(sign), torch.ones_like(sign), sign]))
+    rot = u @ fix @ vh
+    return rot, mu_d - rot @ mu_s
+
+
+def icp_rotation(
+    source: Tensor,
+    target: Tensor,
+    init: Tensor,
+    max_correspondence: float = 0.2,
+    iterations: int = 30,
+    tolerance: float = 1e-6,
+) -> tuple[Tensor, Tensor]:
+    """Point-to-point ICP from ``source`` ``(N, 3)`` to ``target`` ``(M, 3)``.
+
+    Args:
+        init: initial rotation quaternion ``(4,)`` (translation starts at 0).
+        max_correspondence: pairs farther apart are not used (open3d's ``max_correspondence``).
+        iterations: maximum iterations; stops early when the inlier RMSE changes less than
+            ``tolerance``.
+
+    Returns:
+        the rotation quaternion ``(4,)`` (``w ≥ 0``) and the final inlier RMSE (scalar; ``inf``
+        without inliers), as open3d's ``transformation`` / ``inlier_rmse``.
+    """
+    source = source.double()
+    target = target.double()
+    rot = quaternion_to_rotation_matrix(init.double())
+    trans = source.new_zeros(3)
+    rmse = source.new_tensor(float("inf"))
+    for _ in range(iterations):
+        moved = source @ rot.T + trans
+        dist, idx = nearest_neighbours(moved, target)
+        inlier = dist < max_correspondence
+        if int(inlier.sum()) < 3:
+            break
+        new_rmse = dist[inlier].pow(2).mean().sqrt()
+        rot, trans = _kabsch(source[inlier], target[idx[inlier]])
+        converged = bool((rmse - new_rmse).abs() < tolerance)
+        rmse = new_rmse
+        if converged:
+            break
+    moved = source @ rot.T + trans
+    dist, _ = nearest_neighbours(moved, target)
+    inlier = dist < max_correspondence
+    if int(inlier.sum()) > 0:
+        rmse = dist[inlier].pow(2).mean().sqrt()
+    return rotation_matrix_to_quaternion(rot).float(), rmse.float()
+
+
+def markley_average(quaternions: Tensor) -> Tensor:
+    """Average rotation of quaternions ``(n, 4)``: top eigenvector of ``Σ q qᵀ`` with ``w ≥ 0``.
+
+    Sign-invariant (q and −q contribute the same outer product), Markley et al. 2007.
+    """
+    q = quaternion_normalize(quaternions.double())
+    eigvals, eigvecs = torch.linalg.eigh(q.T @ q)
+    mean = eigvecs[:, eigvals.argmax()]
+    return (mean if mean[0] >= 0 else -mean).float()
+
+
+def select_alignment_rotations(
+    model_rmse: Tensor, model_rotations: Tensor, top_views: int = 2, top_models: int = 15
+) -> Tensor:
+    """Upstream's selection: per model the ``top_views`` views of lowest RMSE, then the
+    ``top_models`` models of lowest mean RMSE over those; NaN / inf entries dropped.
+
+    Args:
+        model_rmse: ``(n_models, V)`` inlier RMSE per view.
+        model_rotations: ``(n_models, V, 4)`` ICP rotations.
+
+    Returns:
+        the selected rotations ``(k, 4)`` (possibly empty).
+    """
+    rmse = torch.nan_to_num(model_rmse.double(), nan=float("inf"))
+    order = rmse.argsort(dim=1)[:, :top_views]  # (n, top_views)
+    best_rmse = rmse.gather(1, order)
+    best_rot = model_rotations.gather(1, order[..., None].expand(-1, -1, 4))
+    model_score = best_rmse.mean(dim=1)
+    chosen = model_score.argsort()[:top_models]
+    rot = best_rot[chosen].reshape(-1, 4)
+    ok = torch.isfinite(best_rmse[chosen].reshape(-1)) & torch.isfinite(rot).all(-1)
+    return rot[ok]
+
+
+def apply_alignment(
+    points: Tensor | None, quaternions: Tensor | None, reference: Tensor
+) -> tuple[Tensor | None, Tensor | None]:
+    """``P ← q_ref ⊗ P ⊗ q̄_ref`` for clouds ``(..., N, 3)`` and ``q ← q ⊗ q̄_ref`` ``(..., 4)``."""
+    ref = reference.to(
+        points.dtype if points is not None else quaternions.dtype  # type: ignore[union-attr]
+    )
+    if points is not None:
+        points = quaternion_rotate(points, ref.expand(*points.shape[:-2], 4))
+    if quaternions is not None:
+        quaternions = quaternion_multiply(quaternions, quaternion_conjugate(ref))
+    return points, quaternions
+
+
+class AlignmentCollector(Metric):
+    """Collects per-model ICP results of validation models and averages them into ``q_ref``.
+
+    ``update(model_index, rmse, rotations)`` with ``(B,)``, ``(B, V)``, ``(B, V, 4)``; states are
+    "cat" (gathered across DDP ranks, so every rank computes the same ``q_ref``). ``compute()``
+    returns ``(4,)``: the Markley average of :func:`select_alignment_rotations`, or the identity
+    when nothing was collected.
+    """
+
+    full_state_update = False
+
+    def __init__(self, top_views: int = 2, top_models: int = 15) -> None:
+        super().__init__()
+        self.top_views = top_views
+        self.top_models = top_models
+        self.add_state("model_index", default=[], dist_reduce_fx="cat")
+        self.add_state("rmse", default=[], dist_reduce_fx="cat")
+        self.add_state("rotations", default=[], dist_reduce_fx="cat")
+
+    def update(self, model_index: Tensor, rmse: Tensor, rotations: Tensor) -> None:
+        self.model_index.append(model_index.reshape(-1).long())
+        self.rmse.append(rmse.float())
+        self.rotations.append(rotations.float())
+
+    def compute(self) -> Tensor:
+        identity = torch.tensor([1.0, 0.0, 0.0, 0.0], device=self.device)
+        if not self.model_index:
+            return identity
+        index = dim_zero_cat(self.model_index)
+        rmse = dim_zero_cat(self.rmse).reshape(index.shape[0], -1)
+        rotations = dim_zero_cat(self.rotations).reshape(index.shape[0], -1, 4)
+        order = index.argsort()  # the same, rank-independent order of models
+        selected = select_alignment_rotations(
+            rmse[order], rotations[order], self.top_views, self.top_models
+        )
+        if selected.shape[0] == 0:
+            return identity
+        return markley_average(selected).to(identity.device)

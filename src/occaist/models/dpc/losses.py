@@ -1,0 +1,81 @@
+"""DPC losses and schedules (``model_pc.py``, ``util/losses.py``; reference brief A4).
+
+Notation: n indexes the B·V images of a batch, k the K pose candidates.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from occaist.geometry.quaternion import (
+    quaternion_conjugate,
+    quaternion_multiply,
+    quaternion_normalize,
+)
+
+__all__ = [
+    "linear_schedule",
+    "min_projection_loss",
+    "student_loss",
+    "subsample_points",
+    "weight_l2",
+]
+
+
+def linear_schedule(start: float, end: float, step: int, total_steps: int) -> float:
+    """``start + (end − start)·min(step / T, 1)``: the σ and keep-probability schedules."""
+    frac = min(max(step, 0) / max(total_steps, 1), 1.0)
+    return start + (end - start) * frac
+
+
+def min_projection_loss(silhouettes: Tensor, masks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Projection loss, minimum over the candidate ensemble.
+
+    Args:
+        silhouettes: ``(n, K, H, W)`` rendered with each candidate pose.
+        masks: ``(n, H, W)`` ground-truth masks at the render resolution.
+
+    Returns:
+        ``L_proj = (1/n)·½·Σ_n Σ_px (M_n − S_{n,k*})²`` (only the winner gets gradient), the
+        winners ``k*`` ``(n,)`` and the per-candidate errors ``(n, K)`` (detached).
+    """
+    errors = (silhouettes - masks[:, None]).pow(2).flatten(2).sum(-1)  # (n, K)
+    winner = errors.detach().argmin(dim=1)
+    chosen = errors.gather(1, winner[:, None]).squeeze(1)
+    return 0.5 * chosen.mean(), winner, errors.detach()
+
+
+def student_loss(teacher: Tensor, student: Tensor, form: str = "code") -> Tensor:
+    """Distillation of the winning candidate into the student head, per image ``(n,)``.
+
+    ``Δ = normalise(q_T ⊗ q̄_S)`` with the teacher detached; ``form="code"``: ``1 − Δ_w²``
+    (= sin²(θ/2), sign-invariant; upstream); ``form="thesis"``: ``1 − Δ_w`` as the thesis writes
+    it (not sign-invariant; kept for comparison). Multiply by the weight (20) outside.
+    """
+    delta = quaternion_normalize(
+        quaternion_multiply(quaternion_normalize(teacher.detach()), quaternion_conjugate(student))
+    )
+    if form == "code":
+        return 1.0 - delta[..., 0] ** 2
+    if form == "thesis":
+        return 1.0 - delta[..., 0]
+    raise ValueError(f"unknown student loss form {form!r}; use 'code' or 'thesis'")
+
+
+def weight_l2(module: nn.Module) -> Tensor:
+    """``Σ_W ½‖W‖²`` over weight tensors (conv kernels, FC matrices); biases excluded."""
+    terms = [0.5 * p.pow(2).sum() for name, p in module.named_parameters() if p.dim() > 1]
+    return torch.stack(terms).sum() if terms else torch.zeros(())
+
+
+def subsample_points(points: Tensor, keep_prob: float, generator=None) -> Tensor:
+    """Keep ``⌊N·keep⌋`` points of each cloud ``(P, N, 3)``, drawn without replacement
+    independently per cloud (upstream's point "dropout"; ``keep_prob`` is the kept fraction)."""
+    n = points.shape[1]
+    keep = max(1, int(n * keep_prob))
+    if keep >= n:
+        return points
+    scores = torch.rand(points.shape[:2], device=points.device, generator=generator)
+    idx = scores.topk(keep, dim=1).indices  # (P, keep)
+    return points.gather(1, idx[..., None].expand(-1, -1, 3))
