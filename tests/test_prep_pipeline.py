@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from occaist.prep.pipeline import PrepSettings, run_prep
+from occaist.prep.ratio_fit import render_ratio
 from tests.test_stanford_cars import make_cars_layout, make_renders, salt
 
 
@@ -62,7 +63,7 @@ def _csv(path: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_pipeline_outputs(reference):
+def test_pipeline_outputs(world, reference):
     out, report = reference
     manifest = _csv(out / "manifest.csv")
     rejections = _csv(out / "rejections.csv")
@@ -97,6 +98,10 @@ def test_pipeline_outputs(reference):
     # sampled ratios come from the synthetic fit; normalised ratios follow them
     fit = json.loads((out / "ratio_fit.json").read_text())
     assert fit["count"] == 15 and fit["split"] == "train"
+    brute = [render_ratio(p) for p in sorted((world[1] / "renders").rglob("render_*.png"))]
+    assert fit["mean"] == pytest.approx(np.mean(brute)) and fit["std"] == pytest.approx(
+        np.std(brute)
+    )
     sampled = np.array([float(m["ratio_sampled"]) for m in manifest])
     after = np.array([float(m["ratio_after"]) for m in manifest])
     assert np.abs(after - sampled).max() < 0.05

@@ -16,47 +16,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from occaist.data.shapenet_renders import CAR_SYNSET, split_render_files
 from occaist.prep.normalize import car_to_frame_ratio
 from occaist.utils.io import write_json_atomic
 from occaist.utils.logging import get_logger
 
 log = get_logger(__name__)
-
-#: ShapeNet synset of cars (the DPC layout's category folder).
-CAR_SYNSET = "02958343"
-
-
-def _split_file(renders: Path, synset: str, split: str) -> Path:
-    candidates = [renders / f"{synset}_{split}.txt", renders.parent / f"{synset}_{split}.txt"]
-    candidates += sorted(renders.parent.glob(f"**/{synset}_{split}.txt"))
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise FileNotFoundError(
-        f"split file {synset}_{split}.txt not found under {renders.parent}; expected the DPC "
-        f"layout shapenet_renders/renders/{synset}_{split}.txt"
-    )
-
-
-def _render_paths(root: Path, synset: str, split: str) -> list[Path]:
-    """``render_*.png`` of the models listed in the split file, in split-file order.
-
-    A small reader of the DPC layout (``renders/<synset>/<model_id>/render_<i>.png``); the
-    dataset module ``occaist.data.shapenet_renders`` owns the layout for training.
-    """
-    renders = root / "renders"
-    ids = [
-        line.strip()
-        for line in _split_file(renders, synset, split).read_text().splitlines()
-        if line.strip()
-    ]
-    paths: list[Path] = []
-    for model_id in ids:
-        folder = renders / synset / model_id
-        paths.extend(
-            sorted(folder.glob("render_*.png"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-        )
-    return paths
 
 
 def render_ratio(path: Path) -> float:
@@ -75,7 +40,9 @@ def fit_ratio_distribution(
     """Fit ``N(μ, σ)`` to the car-to-frame ratios of the synthetic renders of ``split``.
 
     Args:
-        root: the ``shapenet_renders`` folder (DPC layout).
+        root: the ``shapenet_renders`` folder (DPC layout, listed by
+            :func:`occaist.data.shapenet_renders.split_render_files`: every view of every model
+            in the split file).
         split: which split file to read (the thesis: training set).
         synset: category folder.
         max_images: use only the first renders (quick runs); None uses all.
@@ -85,7 +52,7 @@ def fit_ratio_distribution(
         likelihood estimate, ``ratios`` in render order).
     """
     root = Path(root)
-    paths = _render_paths(root, synset, split)
+    paths = split_render_files(root, split, synset, num_views=None)
     if max_images is not None:
         paths = paths[:max_images]
     ratios = [render_ratio(p) for p in paths]
