@@ -12,11 +12,8 @@ import torch
 
 import occaist.cli
 from tests.helpers import composed
-from tests.test_carfusion import write_tiny_carfusion
 
 SMALL = [
-    "data.train_sequences=[butler]",
-    "data.test_sequences=[penn]",
     "data.num_workers=0",
     "~logger",
     "callbacks=none",
@@ -25,8 +22,8 @@ SMALL = [
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    return write_tiny_carfusion(tmp_path_factory.mktemp("occ_e2e"))
+def world(tiny_world: Path) -> Path:
+    return tiny_world
 
 
 def _check_report(out: Path, predictors: tuple[str, ...]) -> None:

@@ -130,17 +130,28 @@ class FrameRecord:
         return stable_image_id(self.image)
 
 
-def match_sequences(available: Sequence[str], names: Sequence[str]) -> list[str]:
-    """Folders of ``available`` matching the configured ``names`` (see module docstring)."""
+def match_sequences(
+    available: Sequence[str], names: Sequence[str], allow_missing: bool = False
+) -> list[str]:
+    """Folders of ``available`` matching the configured ``names`` (see module docstring).
+
+    A name matching nothing is an error, or with ``allow_missing`` a warning (the synthetic
+    presets hold subsets of CarFusion's sequences); matching nothing at all is always an error.
+    """
     out = []
     for name in names:
         pattern = re.compile(rf"(car_)?{re.escape(name)}\d*")
         hits = [a for a in available if a == name or pattern.fullmatch(a)]
         if not hits:
-            raise FileNotFoundError(
-                f"no CarFusion sequence matches {name!r}; sequences found: {sorted(available)}"
-            )
+            msg = f"no CarFusion sequence matches {name!r}; sequences found: {sorted(available)}"
+            if not allow_missing:
+                raise FileNotFoundError(msg)
+            log.warning("%s (skipped: allow_missing_sequences)", msg)
         out.extend(h for h in sorted(hits) if h not in out)
+    if not out:
+        raise FileNotFoundError(
+            f"no CarFusion sequence matches {list(names)} in {sorted(available)}"
+        )
     return out
 
 
@@ -152,7 +163,9 @@ def _load_cameras(seq_dir: Path) -> dict[str, np.ndarray] | None:
     return {k: np.asarray(v, dtype=np.float64).reshape(3, 4) for k, v in raw.items()}
 
 
-def scan_carfusion(root: str | Path, sequences: Sequence[str]) -> list[FrameRecord]:
+def scan_carfusion(
+    root: str | Path, sequences: Sequence[str], allow_missing: bool = False
+) -> list[FrameRecord]:
     """Read every ``gt/*.txt`` of the matching sequences into :class:`FrameRecord` s."""
     root = Path(root)
     if not root.is_dir():
@@ -163,7 +176,7 @@ def scan_carfusion(root: str | Path, sequences: Sequence[str]) -> list[FrameReco
         )
     available = [p.name for p in root.iterdir() if (p / "gt").is_dir()]
     records = []
-    for seq in match_sequences(available, sequences):
+    for seq in match_sequences(available, sequences, allow_missing):
         seq_dir = root / seq
         cameras = _load_cameras(seq_dir)
         for gt in sorted((seq_dir / "gt").glob("*.txt")):
@@ -370,6 +383,7 @@ class CarFusionDataModule(pl.LightningDataModule):
         root: the folder holding ``car_<seq>/`` (the synthetic world: ``<world>/carfusion``).
         train_sequences, test_sequences: sequence names (see module docstring).
         val_sequences: validation sequences (``None``: the test ones).
+        allow_missing_sequences: warn instead of failing for names matching no folder.
         annotation_files: COCO-keypoint JSONs ``{"train": ..., "val": ..., "test": ...}``
             (relative to ``root`` or absolute) read instead of ``gt/*.txt`` when given.
         multiview: build the multi-view targets (``triangulated``/``trifocal`` losses).
@@ -388,6 +402,7 @@ class CarFusionDataModule(pl.LightningDataModule):
         train_sequences: list[str] = ("butler", "craig", "fifth", "morewood"),
         test_sequences: list[str] = ("penn1", "penn2"),
         val_sequences: list[str] | None = None,
+        allow_missing_sequences: bool = False,
         annotation_files: dict[str, Any] | None = None,
         multiview: bool = False,
         require_cameras: bool = False,
@@ -417,7 +432,7 @@ class CarFusionDataModule(pl.LightningDataModule):
                 "val": hp.val_sequences if hp.val_sequences is not None else hp.test_sequences,
                 "test": hp.test_sequences,
             }[split]
-            records = scan_carfusion(self.root, list(names))
+            records = scan_carfusion(self.root, list(names), hp.allow_missing_sequences)
         if split == "train" and hp.require_cameras:
             missing = sorted({r.sequence for r in records if r.camera is None})
             if missing:

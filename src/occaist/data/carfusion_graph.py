@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from occaist.data.carfusion import match_sequences, scan_carfusion
+from occaist.data.carfusion import scan_carfusion
 from occaist.data.common import warn_if_synthetic
 from occaist.synth.keypoints import FLIP_PERMUTATION
 from occaist.utils.logging import RankedLogger
@@ -48,7 +48,8 @@ class CarFusionGraphDataModule(pl.LightningDataModule):
     """CarFusion instances as keypoint graphs (see module docstring).
 
     Args:
-        root, train_sequences, test_sequences, val_sequences: as ``CarFusionDataModule``.
+        root, train_sequences, test_sequences, val_sequences, allow_missing_sequences: as
+            ``CarFusionDataModule``.
         min_keypoints: drop instances with fewer labelled keypoints.
         flip_prob: training mirror probability.
         batch_size, num_workers: loaders.
@@ -60,6 +61,7 @@ class CarFusionGraphDataModule(pl.LightningDataModule):
         train_sequences: list[str] = ("butler", "craig", "fifth", "morewood"),
         test_sequences: list[str] = ("penn1", "penn2"),
         val_sequences: list[str] | None = None,
+        allow_missing_sequences: bool = False,
         min_keypoints: int = 3,
         flip_prob: float = 0.5,
         batch_size: int = 64,
@@ -72,7 +74,7 @@ class CarFusionGraphDataModule(pl.LightningDataModule):
 
     def _dataset(self, names: list[str], flip_prob: float) -> KeypointGraphDataset:
         kps, boxes = [], []
-        for rec in scan_carfusion(self.root, names):
+        for rec in scan_carfusion(self.root, names, self.hparams.allow_missing_sequences):
             for inst, box in rec.boxes.items():
                 k = rec.keypoints[inst]
                 if int((k[:, 2] > 0).sum()) >= self.hparams.min_keypoints:
@@ -87,10 +89,8 @@ class CarFusionGraphDataModule(pl.LightningDataModule):
         hp = self.hparams
         val = hp.val_sequences if hp.val_sequences is not None else hp.test_sequences
         names = {"train": hp.train_sequences, "val": val, "test": hp.test_sequences}
-        available = [p.name for p in self.root.iterdir() if (p / "gt").is_dir()]
         for split, seqs in names.items():
             if split not in self.datasets:
-                match_sequences(available, list(seqs))  # clear error on a typo
                 flip = hp.flip_prob if split == "train" else 0.0
                 self.datasets[split] = self._dataset(list(seqs), flip)
                 log.info("CarFusion graphs %s: %d instances", split, len(self.datasets[split]))
