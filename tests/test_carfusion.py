@@ -43,6 +43,12 @@ def _camera(center: np.ndarray, focal: float = 90.0) -> np.ndarray:
     return K @ np.concatenate([R, (-R @ center)[:, None]], axis=1)
 
 
+def _three_cams() -> tuple[torch.Tensor, ...]:
+    """The fixture's three cameras as float64 tensors."""
+    centers = [np.array([9.0, 4.0, 2.0]), np.array([2.0, 5.0, 9.0]), np.array([-8.0, 4.5, 4.0])]
+    return tuple(torch.as_tensor(_camera(c)) for c in centers)
+
+
 def write_tiny_carfusion(root: Path, seed: int = 0) -> Path:
     """A tiny CarFusion-format world (the synthetic world's layout): 2 sequences x 3 cameras x
     2 frames, 2 cars each, with cameras.json, keypoints3d.json and a shape basis."""
@@ -55,8 +61,7 @@ def write_tiny_carfusion(root: Path, seed: int = 0) -> Path:
     basis = root / "shapenet_renders" / "synthetic" / "shape_basis.npz"
     basis.parent.mkdir(parents=True, exist_ok=True)
     ShapeBasis.fit(shapes, 4).save(basis)
-    centers = [np.array([9.0, 4.0, 2.0]), np.array([2.0, 5.0, 9.0]), np.array([-8.0, 4.5, 4.0])]
-    cams = {f"{i + 1:02d}": _camera(c) for i, c in enumerate(centers)}
+    cams = {f"{i + 1:02d}": P.numpy() for i, P in enumerate(_three_cams())}
     for seq in ("car_butler1", "car_penn1"):
         d = root / "carfusion" / seq
         for sub in ("images_jpg", "gt", "synthetic"):

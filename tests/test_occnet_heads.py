@@ -1,0 +1,113 @@
+"""The torchvision RoIHeads subclass: loss modes, inference outputs, weights from local files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.models import resnet18
+
+from occaist.geometry.multiview import project
+from occaist.models.occlusion_net.heads import (
+    MissingCamerasError,
+    build_occlusion_rcnn,
+    keypoints_on_boxes,
+)
+from occaist.models.occlusion_net.kgnn import KeypointGraphNet
+from occaist.models.occlusion_net.losses import trifocal_loss
+from tests.test_carfusion import _datamodule, _three_cams, write_tiny_carfusion
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    return write_tiny_carfusion(tmp_path_factory.mktemp("occ_heads"))
+
+
+@pytest.fixture(scope="module")
+def batch(world: Path):
+    dm = _datamodule(world, multiview=True, flip_prob=0.5)
+    dm.setup("fit")
+    image, target = dm.datasets["train"][0]
+    return [image], [target]
+
+
+def _model(world: Path, **kw):
+    torch.manual_seed(0)
+    head = KeypointGraphNet(
+        encoder_hidden=16, decoder_hidden=16, hidden_3d=16,
+        shape_basis=str(world / "shapenet_renders" / "synthetic" / "shape_basis.npz"),
+    )  # fmt: skip
+    args = dict(backbone="resnet18", min_size=96, max_size=128, box_batch_size_per_image=16)
+    args.update(kw)
+    return build_occlusion_rcnn(head, **args)
+
+
+@pytest.mark.parametrize("mode", ["annotated", "triangulated", "trifocal"])
+def test_training_losses_per_mode(world: Path, batch, mode: str) -> None:
+    model = _model(world, occluded_loss=mode).train()
+    losses = model(*batch)
+    assert {"loss_keypoint", "loss_edges", "loss_occluded", "loss_reprojection"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["loss_occluded"].backward()
+    grads = [p.grad for p in model.roi_heads.graph_head.decoder.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_trifocal_without_cameras_raises(world: Path, batch) -> None:
+    images, targets = batch
+    bare = [{k: targets[0][k] for k in ("boxes", "labels", "keypoints")}]
+    with pytest.raises(MissingCamerasError, match="annotated"):
+        _model(world, occluded_loss="trifocal").train()(images, bare)
+
+
+def test_heatmap_loss_visible_only_differs_from_all(world: Path, batch) -> None:
+    torch.manual_seed(1)
+    vis = _model(world, heatmap_loss="visible").train()(*batch)["loss_keypoint"]
+    torch.manual_seed(1)
+    every = _model(world, heatmap_loss="all").train()(*batch)["loss_keypoint"]
+    assert not torch.isclose(vis, every)
+
+
+def test_inference_outputs_deterministic(world: Path, batch) -> None:
+    model = _model(world).eval()
+    images, targets = batch
+    with torch.no_grad():
+        out = model(images)[0]
+    for key in ("keypoints", "keypoints_heatmap", "keypoints_kgnn3d"):
+        assert out[key].shape[1:] == (14, 3)
+    first = keypoints_on_boxes(model, images, [targets[0]["boxes"]])[0]
+    second = keypoints_on_boxes(model, images, [targets[0]["boxes"]])[0]
+    assert first["keypoints"].shape == (len(targets[0]["boxes"]), 14, 3)
+    assert torch.equal(first["keypoints"], second["keypoints"])
+    # heatmap keypoints lie in their box (cell centres of the 56x56 grid, original pixels)
+    box = targets[0]["boxes"][:, None]
+    xy = first["keypoints_heatmap"][..., :2]
+    assert ((xy >= box[..., :2] - 1e-3) & (xy <= box[..., 2:] + 1e-3)).all()
+
+
+def test_backbone_weights_from_local_file(world: Path, tmp_path: Path) -> None:
+    ref = resnet18()
+    path = tmp_path / "resnet18.pth"
+    torch.save(ref.state_dict(), path)
+    model = _model(world, weights_backbone=str(path))
+    assert torch.equal(model.backbone.body.conv1.weight, ref.conv1.weight)
+    with pytest.raises(FileNotFoundError, match="resnet18"):
+        _model(world, weights_backbone=str(tmp_path / "missing.pth"))
+
+
+def test_trifocal_loss_zero_at_truth() -> None:
+    P1, P2, P3 = _three_cams()
+    X = torch.tensor([[[0.2, 0.5, -0.3], [1.0, 0.8, 0.4]]], dtype=torch.float64)  # (1, 2, 3)
+    s = 160.0
+    norm = torch.diag(torch.tensor([1 / s, 1 / s, 1.0], dtype=torch.float64))
+    cams = [norm @ P for P in (P1, P2, P3)]
+    x1, x2, x3 = (project(P, X) for P in cams)
+    mask = torch.tensor([[True, True]])
+    P23 = [P.expand(1, 2, 3, 4) for P in cams[1:]]
+    exact = trifocal_loss(x1, cams[0][None], *P23, x2, x3, mask)
+    pred = (x1 + 0.05).requires_grad_(True)
+    wrong = trifocal_loss(pred, cams[0][None], *P23, x2, x3, mask)
+    assert exact < 1e-12 < wrong
+    wrong.backward()
+    assert pred.grad.abs().sum() > 0
