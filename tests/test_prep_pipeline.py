@@ -185,3 +185,14 @@ def test_salted_folder_counts_bad_input(tmp_path):
         "empty_file", "missing_file", "tiny_image", "truncated", "unreadable",
     }  # fmt: skip
     assert report["stages"]["accepted"] == 4
+
+
+@pytest.mark.slow
+def test_two_workers_with_progress_bar_match_reference(world, reference, tmp_path):
+    cars, renders = world
+    ref_out, _ = reference
+    out = tmp_path / "out"
+    s = _settings(cars, renders, out, workers=2, mp_context="fork")
+    s.progress = True
+    assert run_prep(s) is not None
+    assert _snapshot(out) == _snapshot(ref_out)

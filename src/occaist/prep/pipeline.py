@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from occaist.data.common import warn_if_synthetic
 from occaist.data.stanford_cars import CarImageRecord, dataset_folder, list_images, read_image_rgb
 from occaist.prep.filters import (
     CLEANING_STAGE,
@@ -378,8 +379,6 @@ def run_prep(settings: PrepSettings, hook: Hook | None = None) -> dict[str, Any]
         s.ratio_fit.max_images,
         s.ratio_fit.file,
     )
-    from occaist.data.common import warn_if_synthetic
-
     warn_if_synthetic(folder)
     listing = list_images(folder, s.splits)
     if s.max_images is not None:
