@@ -15,7 +15,9 @@ File format (``.npz``, loaded by ``ShapeBasis.load``): ``mean`` (14, 3), ``basis
 
 from __future__ import annotations
 
+import io
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,8 @@ import torch
 from occaist.utils.io import atomic_write
 
 __all__ = ["ShapeBasis", "mirror_keypoints"]
+
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 def mirror_keypoints(
@@ -125,17 +129,26 @@ class ShapeBasis:
         return coeff / np.where(self.sigma > 0, self.sigma, 1.0)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the ``.npz`` file atomically."""
+        """Write the ``.npz`` file atomically, byte-identical for identical arrays.
+
+        ``np.savez`` stamps the current time into the zip entries; this writes the same
+        ``.npy`` members with a fixed timestamp so the file is reproducible.
+        """
+        arrays = {
+            "mean": self.mean,
+            "basis": self.basis,
+            "sigma": self.sigma,
+            "explained_variance_ratio": self.explained_variance_ratio,
+        }
 
         def write(tmp: Path) -> None:
-            with open(tmp, "wb") as fh:
-                np.savez(
-                    fh,
-                    mean=self.mean,
-                    basis=self.basis,
-                    sigma=self.sigma,
-                    explained_variance_ratio=self.explained_variance_ratio,
-                )
+            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+                for name, array in arrays.items():
+                    buf = io.BytesIO()
+                    np.lib.format.write_array(buf, np.ascontiguousarray(array, dtype=np.float64))
+                    zf.writestr(
+                        zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME), buf.getvalue()
+                    )
 
         atomic_write(path, write)
 
