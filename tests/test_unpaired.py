@@ -159,3 +159,18 @@ def test_lightning_injects_a_distributed_sampler(tree):
         sampler = DistributedSampler(loader.dataset, num_replicas=2, rank=rank, shuffle=True)
         shards.append(list(iter(_update_dataloader(loader, sampler).sampler)))
     assert sorted(shards[0] + shards[1]) == list(range(len(loader.dataset)))
+
+
+def test_tiny_world_renders_alpha_proxy_is_exact(tiny_world, tmp_path):
+    """On the synthetic renders the RGB > -1 proxy equals alpha > 0 after preprocessing."""
+    renders = tiny_world / "shapenet_renders"
+    _, prepared = write_unpaired_tree(tmp_path, models={"train": 1})
+    dm = UnpairedDataModule(str(renders), str(prepared), num_workers=0, batch_size=2)
+    dm.setup("fit")
+    train = dm.datasets["train"]
+    assert len(train) == max(len(train.a_files), 4)
+    for path in train.a_files[:5]:
+        rgba = load_rgba(path, 128)
+        assert np.array_equal(rgba[..., 3], np.asarray(Image.open(path))[..., 3])
+        proxy = (to_tensor(rgba, 3) > -1).any(0)
+        assert torch.equal(proxy, torch.from_numpy(rgba[..., 3] > 0))

@@ -1,9 +1,9 @@
 """Unpaired synthetic/real RGBA images for the AIST CycleGAN (thesis chapters 3-4, 6.1).
 
 Domain A = X: ShapeNet renders in the DPC layout, ``<renders_root>/renders/<synset>/<id>/
-render_<i>.png`` (RGBA), model ids from the split files ``<synset>_<split>.txt`` (looked for in
-``renders/``, then the root, then ``splits/``). Domain B = Y: real segments prepared by
-``python -m occaist.prep``, ``<prepared_root>/{train,test}/*.png`` (RGBA).
+render_<i>.png`` (RGBA), model ids from the split files ``<synset>_<split>.txt``, read with the
+DPC reader's helpers (:mod:`occaist.data.shapenet_renders`). Domain B = Y: real segments
+prepared by ``python -m occaist.prep``, ``<prepared_root>/{train,test}/*.png`` (RGBA).
 
 Every image is resized (premultiplied alpha) to ``image_size``, its fully transparent pixels get
 RGB 0, and it is colour corrected (:func:`occaist.prep.normalize.color_correct`): after this,
@@ -36,13 +36,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from occaist.data.common import warn_if_synthetic
+from occaist.data.shapenet_renders import split_render_files
 from occaist.prep.normalize import clear_background, color_correct, resize_rgba
 from occaist.utils.logging import RankedLogger
 
 log = RankedLogger(__name__)
-
-#: Folders (relative to the renders root) searched in order for ``<synset>_<split>.txt``.
-SPLIT_DIRS = ("renders", ".", "splits")
 
 CREATE_RENDERS = (
     "python -m occaist.synth --root {world} --preset demo   (a synthetic stand-in with this "
@@ -53,8 +51,6 @@ CREATE_REAL = (
     "python -m occaist.prep data_root=<Stanford Cars root> out_dir={prepared}  (see docs/prep.md; "
     "for the synthetic world: python -m occaist.prep data_dir=<world root> out_dir={prepared})"
 )
-
-RENDER_GLOB = "render_*.png"
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -79,38 +75,21 @@ def to_tensor(rgba: np.ndarray, channels: int) -> Tensor:
     return t.float().div(127.5).sub(1.0)
 
 
-def find_split_file(renders_root: Path, synset: str, split: str) -> Path:
-    """``<synset>_<split>.txt`` under one of :data:`SPLIT_DIRS` of ``renders_root``."""
-    for folder in SPLIT_DIRS:
-        candidate = renders_root / folder / f"{synset}_{split}.txt"
-        if candidate.is_file():
-            return candidate.resolve()
-    looked = ", ".join(str(renders_root / d / f"{synset}_{split}.txt") for d in SPLIT_DIRS)
-    raise DataNotFoundError(
-        f"split file for {split!r} not found (looked at {looked}).\n  Create the renders with: "
-        + CREATE_RENDERS.format(world=renders_root.parent)
-    )
-
-
 def render_files(renders_root: str | os.PathLike, synset: str, split: str) -> list[Path]:
-    """All ``render_<i>.png`` of the models listed in the split file, sorted by (model, view)."""
+    """The ``render_<i>.png`` of the split's models (first 5 views each, as the DPC converter),
+    listed by :func:`occaist.data.shapenet_renders.split_render_files`."""
     root = Path(renders_root)
-    models_dir = root / "renders" / synset
-    if not models_dir.is_dir():
+    how = "\n  Create them with: " + CREATE_RENDERS.format(world=root.parent)
+    if not (root / "renders" / synset).is_dir():
         raise DataNotFoundError(
-            f"synthetic renders not found: {models_dir} does not exist.\n  Create them with: "
-            + CREATE_RENDERS.format(world=root.parent)
+            f"synthetic renders not found: {root / 'renders' / synset} does not exist.{how}"
         )
-    ids = [
-        line.strip()
-        for line in find_split_file(root, synset, split).read_text().splitlines()
-        if line.strip()
-    ]
-    files = [f for model in ids for f in sorted((models_dir / model).glob(RENDER_GLOB))]
+    try:
+        files = split_render_files(root, split, synset)
+    except FileNotFoundError as err:
+        raise DataNotFoundError(f"{err}{how}") from err
     if not files:
-        raise DataNotFoundError(
-            f"no {RENDER_GLOB} for the {len(ids)} {split!r} models in {models_dir}"
-        )
+        raise DataNotFoundError(f"no {split!r} renders in {root / 'renders' / synset}{how}")
     return files
 
 
