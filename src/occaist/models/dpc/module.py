@@ -288,7 +288,8 @@ class PointCloudPoseNet(pl.LightningModule):
         lg = self._image_logger()
         caption = "input | mask | candidates 1..K | cloud (45°)"
         if isinstance(lg, WandbLogger):
-            lg.log_image("train/panels", images=[grid], caption=[caption], step=self.global_step)
+            image = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()  # (H, W, 3)
+            lg.log_image("train/panels", images=[image], caption=[caption], step=self.global_step)
         elif isinstance(lg, TensorBoardLogger):
             lg.experiment.add_image("train/panels", grid, self.global_step)
 
