@@ -25,6 +25,8 @@ import io
 import json
 import math
 import multiprocessing as mp
+import os
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -36,7 +38,6 @@ import numpy as np
 from PIL import Image
 
 from occaist.data.common import warn_if_synthetic
-from occaist.data.stanford_cars import CarImageRecord, dataset_folder, list_images, read_image_rgb
 from occaist.prep.filters import (
     CLEANING_STAGE,
     CandidateView,
@@ -56,6 +57,7 @@ from occaist.prep.normalize import (
 )
 from occaist.prep.ratio_fit import load_or_fit, sample_ratio
 from occaist.prep.segment import Candidate, Segmenter
+from occaist.prep.sources import CarImageRecord, dataset_folder, read_image_rgb
 from occaist.utils.io import atomic_path, write_json_atomic, write_text_atomic
 from occaist.utils.logging import get_logger
 
@@ -309,11 +311,11 @@ def _build_segmenter(node: Any) -> Segmenter:
 
 
 def _worker_init(ctx: _Context, segmenter_node: Any) -> None:
-    import torch
-
-    torch.set_num_threads(1)
     _WORKER["ctx"] = ctx
     _WORKER["segmenter"] = _build_segmenter(segmenter_node)
+    torch = sys.modules.get("torch")  # imported only by segmenters that need it
+    if torch is not None:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ctx.settings.workers))
 
 
 def _worker_chunk(chunk: list[CarImageRecord]) -> int:
@@ -380,6 +382,8 @@ def run_prep(settings: PrepSettings, hook: Hook | None = None) -> dict[str, Any]
         s.ratio_fit.file,
     )
     warn_if_synthetic(folder)
+    from occaist.data.stanford_cars import list_images
+
     listing = list_images(folder, s.splits)
     if s.max_images is not None:
         listing = listing[: s.max_images]

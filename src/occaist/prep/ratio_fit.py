@@ -16,12 +16,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from occaist.data.shapenet_renders import CAR_SYNSET, split_render_files
 from occaist.prep.normalize import car_to_frame_ratio
 from occaist.utils.io import write_json_atomic
 from occaist.utils.logging import get_logger
 
 log = get_logger(__name__)
+
+#: ShapeNet synset of cars (``occaist.data.shapenet_renders.CAR_SYNSET``, not imported: that
+#: module pulls in Lightning, which preparation workers do not need).
+CAR_SYNSET = "02958343"
 
 
 def render_ratio(path: Path) -> float:
@@ -51,6 +54,8 @@ def fit_ratio_distribution(
         ``{"mean", "std", "count", "split", "source", "ratios"}`` (``std`` is the maximum
         likelihood estimate, ``ratios`` in render order).
     """
+    from occaist.data.shapenet_renders import split_render_files
+
     root = Path(root)
     paths = split_render_files(root, split, synset, num_views=None)
     if max_images is not None:

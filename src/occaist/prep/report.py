@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from occaist.data.stanford_cars import CarImageRecord
 from occaist.prep.filters import CLEANING_STAGE
 from occaist.prep.pipeline import (
     MANIFEST_COLUMNS,
@@ -36,6 +35,7 @@ from occaist.prep.pipeline import (
     iter_records,
     write_csv,
 )
+from occaist.prep.sources import CarImageRecord
 from occaist.utils.io import atomic_path, write_json_atomic
 from occaist.utils.logging import get_logger
 

@@ -18,12 +18,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from occaist.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    import torch
 
 log = get_logger(__name__)
 
@@ -65,6 +67,8 @@ class Segmenter(Protocol):
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when available."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -119,6 +123,8 @@ class MaskRCNNSegmenter:
     def segment(
         self, images: Sequence[np.ndarray], sources: Sequence[str]
     ) -> list[list[Candidate]]:
+        import torch
+
         if not images:
             return []
         with torch.inference_mode():
