@@ -202,3 +202,30 @@ def test_first_command_without_data_names_path_and_fix(tmp_path):
         ),
     ):
         occaist.cli.train(cfg)
+
+
+def test_fid_and_kid_with_local_feature_weights(tree, tmp_path):
+    """FID/KID (ResNet-18 features) are logged when the weights file exists, skipped if not."""
+    from torchvision.models import resnet18
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(resnet18(weights=None).state_dict(), weights)
+    model = AISTCycleGAN(**TINY, fid_weights=str(weights), kid_subset_size=2)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, _datamodule(tree))
+    metrics = trainer.callback_metrics
+    assert {"val/fid_resnet18", "val/kid_resnet18", "val/mask_iou"} <= set(metrics)
+    assert torch.isfinite(metrics["val/fid_resnet18"])
+    assert not any("fid" in k or "features" in k for k in model.state_dict())
+    missing = AISTCycleGAN(**TINY, fid_weights=str(tmp_path / "absent.pth"))
+    assert missing._fid == {}

@@ -226,7 +226,7 @@ class AISTCycleGAN(pl.LightningModule):
             module._apply(fn, recurse)
         for metrics in self._fid.values():
             for metric in metrics.values():
-                metric._apply(fn, recurse)
+                metric._apply(fn)
         return self
 
     def configure_optimizers(self) -> tuple[list[Any], list[Any]]:
