@@ -176,3 +176,16 @@ def test_tiny_world_stylized_copy_reads_like_the_original(tiny_world, world, tmp
     for key, value in original.items():
         if key != "image" and isinstance(value, torch.Tensor):
             assert torch.equal(value, styled[key]), key
+
+
+def test_bf16_keeps_alpha_and_stays_close(world, tmp_path):
+    src, _, ckpt = world
+    full = stylize_dataset(ckpt, src, tmp_path / "fp32", device="cpu", progress=False)
+    half = stylize_dataset(ckpt, src, tmp_path / "bf16", device="cpu", progress=False, bf16=True)
+    assert half["bf16"] and not full["bf16"]
+    for path in sorted((tmp_path / "fp32").rglob("render_*.png")):
+        rel = path.relative_to(tmp_path / "fp32")
+        a = np.asarray(Image.open(path)).astype(int)
+        b = np.asarray(Image.open(tmp_path / "bf16" / rel)).astype(int)
+        assert np.array_equal(a[..., 3], b[..., 3])
+        assert np.abs(a[..., :3] - b[..., :3]).mean() < 2.0
