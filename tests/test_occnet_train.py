@@ -92,3 +92,32 @@ def test_occnet_graph_trains_and_loads_into_full_model(world: Path, tmp_path: Pa
     trained = objects["model"].graph_head.state_dict()
     loaded = model.graph_head.state_dict()
     assert all(torch.equal(trained[k], loaded[k]) for k in trained)
+
+
+def test_validation_panel_only_for_image_loggers(world: Path) -> None:
+    from unittest import mock
+
+    import hydra
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    from occaist.data.carfusion import collate_detection
+
+    overrides = [
+        "experiment=occnet_synthetic",
+        f"data.root={world / 'carfusion'}",
+        "model.net.min_size=96",
+        "model.net.max_size=160",
+        "data.num_workers=0",
+    ]
+    with composed(overrides) as cfg:
+        model = hydra.utils.instantiate(cfg.model).eval()
+        dm = hydra.utils.instantiate(cfg.data)
+    dm.setup("validate")
+    batch = collate_detection([dm.datasets["val"][0]])
+    model._log_panel(batch)  # no trainer, no logger: nothing to do, no error
+    lg = mock.MagicMock(spec=TensorBoardLogger)
+    with mock.patch.object(type(model), "_image_logger", lambda self: lg):
+        model._log_panel(batch)
+    grid = lg.experiment.add_image.call_args[0][1]
+    height, width = batch[0][0].shape[-2:]
+    assert grid.shape == (3, height + 4, 3 * width + 8)

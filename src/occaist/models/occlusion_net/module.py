@@ -19,6 +19,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAccuracy
@@ -342,6 +343,51 @@ class OcclusionNet(_EvalMixin, pl.LightningModule):
 
     def validation_step(self, batch: tuple[list, list], batch_idx: int) -> None:
         self._eval_step(batch, "val")
+        if batch_idx == 0:
+            self._log_panel(batch)
+
+    def _image_logger(self) -> Any:
+        loggers = self.loggers if self._trainer is not None else []
+        return next(
+            (lg for lg in loggers if isinstance(lg, (WandbLogger, TensorBoardLogger))), None
+        )
+
+    @torch.no_grad()
+    def _log_panel(self, batch: tuple[list, list]) -> None:
+        """First validation image three times: ground truth (green visible, red occluded), the
+        heatmap argmax and the 2D-KGNN keypoints (green: predicted visible, red: occluded)."""
+        lg = self._image_logger()
+        if lg is None:
+            return
+        from torchvision.utils import draw_keypoints, make_grid
+
+        image, target = batch[0][0], batch[1][0]
+        if not len(target["boxes"]):
+            return
+        pred = keypoints_on_boxes(self.net, [image], [target["boxes"]])[0]
+        canvas = (image.clamp(0, 1) * 255).to(torch.uint8).cpu()
+
+        def draw(points: Tensor, visible: Tensor, shown: Tensor) -> Tensor:
+            out = canvas
+            for mask, colour in ((visible & shown, "lime"), (~visible & shown, "red")):
+                pts = points[..., :2].cpu().clone()
+                out = draw_keypoints(out, pts, visibility=mask.cpu(), colors=colour, radius=2)
+            return out
+
+        gt = target["keypoints"]
+        every = torch.ones_like(gt[..., 2], dtype=torch.bool)
+        vis_pred = pred["keypoint_visibility"] > 0.5
+        tiles = [
+            draw(gt, gt[..., 2] == VISIBLE, gt[..., 2] > 0),
+            draw(pred["keypoints_heatmap"], every, every),
+            draw(pred["keypoints"], vis_pred, every),
+        ]
+        grid = make_grid(torch.stack(tiles).float() / 255, nrow=3, padding=2, pad_value=0.5)
+        caption = "ground truth | heatmap | 2D-KGNN"
+        if isinstance(lg, WandbLogger):
+            lg.log_image("val/keypoints", images=[grid], caption=[caption], step=self.global_step)
+        else:
+            lg.experiment.add_image("val/keypoints", grid, self.global_step)
 
     def test_step(self, batch: tuple[list, list], batch_idx: int) -> None:
         self._eval_step(batch, "test")
