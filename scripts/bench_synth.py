@@ -74,12 +74,11 @@ def bench_views(repeats: int, per_repeat: int) -> dict[str, float]:
             gb = render_gbuffer(cameras[0], instances)
             degrade(to_srgb_uint8(shade_real(gb, instances, env, rng)), seed=0)
 
-    photos = [stanford_cars._scene(ctx, "train", j) for j in range(per_repeat)]
+    photos = [stanford_cars.photo_scene(ctx, "train", j) for j in range(per_repeat)]
 
     def stanford_views() -> None:
-        for _, camera, _, cars_ in photos:
+        for _, camera, env, _, cars_ in photos:
             gb = render_gbuffer(camera, cars_)
-            env = stanford_cars.sample_environment(rng)
             degrade(to_srgb_uint8(shade_real(gb, cars_, env, rng)), seed=0)
 
     out = {}

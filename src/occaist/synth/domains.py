@@ -190,6 +190,18 @@ def _skyline(env: Environment, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hit, base**2.2 * 0.8 + env.horizon * 0.2
 
 
+def road_half_width(env: Environment) -> float:
+    """Half-width (metres) of the road along ``env.road_axis`` (a parking lot has no edge)."""
+    lanes = {"open": 2, "street": 3}.get(env.style)
+    return np.inf if lanes is None else lanes * env.lane_width
+
+
+def road_frame(env: Environment) -> tuple[np.ndarray, np.ndarray]:
+    """Unit ground vectors (x, z) along and across the road."""
+    c, s = np.cos(env.road_axis), np.sin(env.road_axis)
+    return np.array([c, s]), np.array([-s, c])
+
+
 def _ground(env: Environment, p: np.ndarray, dist: np.ndarray) -> np.ndarray:
     """Ground albedo ``(N, 3)`` at world points ``(N, 3)`` on ``y = 0``."""
     c, s = np.cos(env.road_axis), np.sin(env.road_axis)
@@ -202,12 +214,7 @@ def _ground(env: Environment, p: np.ndarray, dist: np.ndarray) -> np.ndarray:
         + 0.3 * np.sin(37.0 * p[:, 0] - 29.0 * p[:, 2] + ph[5])
     )
     grain_f = 1 + 0.06 * grain * np.exp(-dist / 40.0)
-    if env.style == "open":
-        road_half = 2 * env.lane_width
-    elif env.style == "street":
-        road_half = 3 * env.lane_width
-    else:
-        road_half = 1e9
+    road_half = road_half_width(env)
     on_road = np.abs(across) < road_half
     col = np.where(on_road[:, None], env.asphalt, env.ground) * grain_f[:, None]
     lane = np.mod(across, env.lane_width)

@@ -41,6 +41,7 @@ class StanfordCarsPreset:
     fill: list[float] = field(default_factory=lambda: [0.55, 0.95])
     elevation_deg: list[float] = field(default_factory=lambda: [-4.0, 32.0])
     car_length_m: list[float] = field(default_factory=lambda: [4.0, 5.0])
+    road_aligned_prob: float = 0.6
     multi_car_prob: float = 0.25
     extra_cars: list[int] = field(default_factory=lambda: [1, 3])
     crop_prob: float = 0.15
@@ -60,9 +61,9 @@ class CarFusionPreset:
     width: int = 640
     height: int = 360
     focal_px: list[float] = field(default_factory=lambda: [420.0, 620.0])
-    camera_height_m: list[float] = field(default_factory=lambda: [4.0, 8.0])
-    camera_distance_m: list[float] = field(default_factory=lambda: [14.0, 22.0])
-    area_m: float = 12.0
+    camera_height_m: list[float] = field(default_factory=lambda: [3.0, 6.5])
+    camera_distance_m: list[float] = field(default_factory=lambda: [11.0, 18.0])
+    area_m: float = 10.0
     speed_mps: list[float] = field(default_factory=lambda: [0.0, 6.0])
     frame_dt_s: float = 0.2
     car_length_m: list[float] = field(default_factory=lambda: [4.0, 5.0])

@@ -26,6 +26,8 @@ from occaist.synth.context import STREAM_CARFUSION, WorldContext, save_jpeg
 from occaist.synth.domains import (
     degrade,
     real_paint,
+    road_frame,
+    road_half_width,
     sample_environment,
     shade_real,
     to_srgb_uint8,
@@ -73,13 +75,21 @@ def _sequence(ctx: WorldContext, seq_index: int):
         K = np.array([[f, 0, cfg.width / 2], [0, f, cfg.height / 2], [0, 0, 1.0]])
         cameras.append(PinholeCamera(K, R.numpy(), t.numpy(), cfg.height, cfg.width))
     n_cars = int(rng.integers(cfg.cars[0], cfg.cars[1] + 1))
+    along, across = road_frame(env)
+    half = road_half_width(env)
+    lanes = int(min(half, cfg.area_m) // env.lane_width)
     cars: list[tuple[int, float, float, np.ndarray, np.ndarray, np.ndarray]] = []
     for _ in range(n_cars):
         for _try in range(_MAX_TRIES):
             m = int(pool[int(rng.integers(len(pool)))])
-            yaw = float(rng.integers(4) * np.pi / 2 + rng.normal(0, 0.08))
-            start = rng.uniform(-cfg.area_m, cfg.area_m, 2)
-            velocity = rng.uniform(*cfg.speed_mps) * np.array([np.cos(yaw), -np.sin(yaw)])
+            # On a lane of the road, driving along it either way (or parked, speed ~0).
+            lane = int(rng.integers(-lanes, lanes))
+            direction = 1.0 if lane >= 0 else -1.0
+            offset = (lane + 0.5) * env.lane_width + rng.normal(0, 0.2)
+            start = rng.uniform(-cfg.area_m, cfg.area_m) * along + offset * across
+            heading = direction * along
+            yaw = float(-np.arctan2(heading[1], heading[0]) + rng.normal(0, 0.05))
+            velocity = rng.uniform(*cfg.speed_mps) * heading
             length = float(rng.uniform(*cfg.car_length_m))
             paint = real_paint(rng)
             candidate = (m, yaw, length, start, velocity, paint)

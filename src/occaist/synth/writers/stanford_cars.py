@@ -33,6 +33,7 @@ from occaist.synth.context import STREAM_STANFORD, WorldContext, save_jpeg, save
 from occaist.synth.domains import (
     degrade,
     real_paint,
+    road_frame,
     sample_environment,
     shade_real,
     to_srgb_uint8,
@@ -93,7 +94,8 @@ def place_on_ground(
     )
 
 
-def _scene(ctx: WorldContext, split: str, index: int):
+def photo_scene(ctx: WorldContext, split: str, index: int):
+    """``(rng, camera, environment, model indices, car instances)`` of one photo."""
     cfg = ctx.preset.stanford_cars
     rng = ctx.rng(STREAM_STANFORD, SPLIT_CODE[split], index)
     pool = ctx.splits["train"] if split == "train" else ctx.splits["val"] + ctx.splits["test"]
@@ -109,7 +111,12 @@ def _scene(ctx: WorldContext, split: str, index: int):
         )
         return m, car
 
-    main_index, main = new_car(float(rng.uniform(0, 2 * np.pi)), (0.0, 0.0))
+    env = sample_environment(rng)
+    along, _ = road_frame(env)
+    yaw = float(rng.uniform(0, 2 * np.pi))
+    if rng.random() < cfg.road_aligned_prob:  # driving or parked along the road
+        yaw = float(-np.arctan2(along[1], along[0]) + np.pi * rng.integers(2) + rng.normal(0, 0.1))
+    main_index, main = new_car(yaw, (0.0, 0.0))
     models, cars = [main_index], [main]
     if rng.random() < cfg.multi_car_prob:
         for _ in range(int(rng.integers(cfg.extra_cars[0], cfg.extra_cars[1] + 1))):
@@ -151,14 +158,13 @@ def _scene(ctx: WorldContext, split: str, index: int):
             cy += rng.choice([-1, 1]) * rng.uniform(0.2, 0.35) * height
     K = np.array([[focal, 0.0, cx], [0.0, focal, cy], [0.0, 0.0, 1.0]])
     camera = PinholeCamera(K, R.numpy(), t.numpy(), height, width)
-    return rng, camera, models, cars
+    return rng, camera, env, models, cars
 
 
 def render_image(ctx: WorldContext, split: str, index: int) -> dict:
     """Write one photo; returns its image record, COCO annotations and devkit record."""
     cfg = ctx.preset.stanford_cars
-    rng, camera, models, cars = _scene(ctx, split, index)
-    env = sample_environment(rng)
+    rng, camera, env, models, cars = photo_scene(ctx, split, index)
     gb = render_gbuffer(camera, cars)
     linear = shade_real(gb, cars, env, rng)
     image = degrade(to_srgb_uint8(linear), seed=int(rng.integers(1 << 31)))
