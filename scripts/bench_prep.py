@@ -3,7 +3,7 @@
 Measures, in one run (so ratios are comparable on a shared machine):
 
 1. images/s of the whole pipeline with ``provided`` masks, 1 worker vs ``--workers`` workers
-   (forked processes by default, pool start-up included), and the scaling ratio;
+   (spawned processes as in prep's default, pool start-up included), and the scaling ratio;
 2. Mask R-CNN (ResNet-50 FPN, random weights, CPU) images/s at the configured detector size
    (``min_size`` 800 / ``max_size`` 1024, as ``conf/prep/segmenter/maskrcnn.yaml``).
 
@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io as sio
-import torch
 from PIL import Image
 
 from occaist.data.coco_rle import encode
@@ -108,12 +107,12 @@ def time_provided(folder: Path, out: Path, workers: int, batch_size: int, ctx: s
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--images", type=int, default=48, help="scenes for the provided-mask runs")
+    p.add_argument("--images", type=int, default=96, help="scenes for the provided-mask runs")
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--width", type=int, default=640, help="(Stanford Cars averages ~700x480)")
     p.add_argument("--workers", type=int, default=2, help="compared with 1 worker")
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--mp-context", default="fork", help="fork: no re-import per worker")
+    p.add_argument("--mp-context", default="spawn", help="as prep's mp_context (spawn or fork)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--maskrcnn-images", type=int, default=2, help="timed Mask R-CNN images")
     p.add_argument("--min-size", type=int, default=800)
@@ -122,6 +121,8 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("bench_prep").setLevel(logging.INFO)
+    import torch  # here, not at the top: spawned workers re-import this script's top level
+
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
