@@ -169,22 +169,26 @@ def test_salted_folder_counts_bad_input(tmp_path):
     inst = json.loads(inst_file.read_text())
     zero = dict(inst["annotations"][0], id=999, bbox=[50.0, 60.0, 0.0, 30.0])
     inst["annotations"].append(zero)
+    broken = next(a for a in inst["annotations"] if a["image_id"] == 2)  # cars_train/00002.jpg
+    broken["segmentation"] = {"size": [3, 3], "counts": [1, 2]}  # runs do not cover the mask
     inst_file.write_text(json.dumps(inst))
     report = run_prep(_settings(cars, renders, tmp_path / "out"))
     assert report["images_unusable_by_reason"] == {
         "empty_file": 1, "missing_file": 1, "tiny_image": 1, "truncated": 1, "unreadable": 1,
+        "segmentation_failed": 1,
     }  # fmt: skip
     for note in ("cmyk", "16bit", "palette", "rgba"):
         assert report["input_conversions"][note] == 1, note
     assert report["rejected_by_rule"]["zero_size_box"] == 1
     # noise images without instances are segmented with nothing found
-    assert report["stages"]["images_segmented"] + report["images_grayscale"] == 4 + 4
+    assert report["stages"]["images_segmented"] + report["images_grayscale"] == 3 + 4
     assert report["stages"]["images_listed"] == 4 + len(expected)
     rows = _csv(tmp_path / "out" / "rejections.csv")
     assert {r["rule"] for r in rows if r["stage"] == "input"} == {
         "empty_file", "missing_file", "tiny_image", "truncated", "unreadable",
+        "segmentation_failed",
     }  # fmt: skip
-    assert report["stages"]["accepted"] == 4
+    assert report["stages"]["accepted"] == 3
 
 
 @pytest.mark.slow

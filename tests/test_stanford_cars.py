@@ -182,6 +182,11 @@ def test_listing_merges_splits_in_order(cars: Path):
         list_images(cars.parent / "nowhere")
 
 
+def test_listing_a_split_of_one_image(tmp_path: Path):
+    folder = make_cars_layout(tmp_path, {"train": ["good", "good"], "test": ["good"]})
+    assert [r.key for r in list_images(folder)] == ["train/00001", "train/00002", "test/00001"]
+
+
 def test_read_image_rgb_handles_bad_files(cars: Path):
     expected = salt(cars)
     for name, outcome in expected.items():

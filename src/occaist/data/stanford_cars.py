@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -50,6 +51,19 @@ __all__ = [
 ]
 
 
+def _single_annotation_samples(folder: Path, split: str) -> list[tuple[str, int]]:
+    """torchvision's ``(path, class index)`` samples for an annotations file of one entry."""
+    import scipy.io as sio
+
+    mat = (
+        folder / "devkit" / "cars_train_annos.mat"
+        if split == "train"
+        else folder / "cars_test_annos_withlabels.mat"
+    )
+    annotations = np.atleast_1d(sio.loadmat(mat, squeeze_me=True)["annotations"])
+    return [(str(folder / f"cars_{split}" / a["fname"]), int(a["class"]) - 1) for a in annotations]
+
+
 def list_images(
     root: str | Path, splits: Sequence[str] = ("train", "test")
 ) -> list[CarImageRecord]:
@@ -65,6 +79,7 @@ def list_images(
     for split in splits:
         try:
             tv = StanfordCars(str(folder.parent), split=split, download=False)
+            samples = tv._samples
         except RuntimeError as err:
             raise FileNotFoundError(
                 f"Stanford Cars split {split!r} not found under {folder}: expected devkit/, "
@@ -73,7 +88,9 @@ def list_images(
                 f"URL is gone), or generate the synthetic world with "
                 f"`python -m occaist.synth --root DIR`."
             ) from err
-        for path, target in tv._samples:
+        except TypeError:  # torchvision cannot iterate a .mat holding a single annotation
+            samples = _single_annotation_samples(folder, split)
+        for path, target in samples:
             records.append(CarImageRecord(f"{split}/{Path(path).stem}", path, split, int(target)))
     return records
 

@@ -260,6 +260,34 @@ def _commit(ctx: _Context, rec: CarImageRecord, record: dict[str, Any], files, h
         hook("committed", rec.key)
 
 
+#: Errors a segmenter raises on bad *data* (a malformed mask in a side file, an image it cannot
+#: take): the image is recorded as unusable and the run goes on. Anything else (out of memory,
+#: a missing weights file) stops the run, so that a rerun retries the images.
+_DATA_ERRORS = (ValueError, KeyError, TypeError, IndexError)
+
+
+def _segment(
+    segmenter: Segmenter,
+    to_segment: Sequence[tuple[CarImageRecord, np.ndarray]],
+    records: dict[str, dict[str, Any]],
+) -> list[list[Candidate] | None]:
+    """Segment the batch; if it fails on bad data, retry image by image and record failures."""
+    sources = [records[r.key]["source"] for r, _ in to_segment]
+    try:
+        return segmenter.segment([rgb for _, rgb in to_segment], sources)
+    except _DATA_ERRORS:
+        log.warning("segmenting a batch failed on bad data; retrying image by image")
+    results: list[list[Candidate] | None] = []
+    for (rec, rgb), source in zip(to_segment, sources, strict=True):
+        try:
+            results.append(segmenter.segment([rgb], [source])[0])
+        except _DATA_ERRORS as err:
+            log.warning("%s: segmentation failed (%s: %s)", source, type(err).__name__, err)
+            records[rec.key].update(status="unusable", reason="segmentation_failed")
+            results.append(None)
+    return results
+
+
 def process_chunk(
     ctx: _Context, segmenter: Segmenter, chunk: Sequence[CarImageRecord], hook: Hook | None = None
 ) -> int:
@@ -282,11 +310,11 @@ def process_chunk(
                 record.update(status="segmented", reason=None)
                 to_segment.append((rec, decoded.rgb))
         records[rec.key] = record
-    results = segmenter.segment(
-        [rgb for _, rgb in to_segment], [records[r.key]["source"] for r, _ in to_segment]
-    )
+    results = _segment(segmenter, to_segment, records)
     files_by_key: dict[str, list[tuple[Path, bytes]]] = {}
     for (rec, rgb), cands in zip(to_segment, results, strict=True):
+        if cands is None:
+            continue
         files: list[tuple[Path, bytes]] = []
         for cand in cands:
             entry, file = _process_candidate(ctx, rec, rgb, cand)
