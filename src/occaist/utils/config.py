@@ -19,10 +19,9 @@ PRINT_ORDER = ("data", "model", "callbacks", "logger", "trainer", "paths", "extr
 
 def config_tree_text(cfg: DictConfig, order: Sequence[str] = PRINT_ORDER) -> str:
     """The resolved config as YAML with the main groups first (what ``config_tree.log`` holds)."""
-    keys = [k for k in order if k in cfg] + [k for k in cfg if k not in order]
-    return "".join(
-        OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [key]), resolve=True) for key in keys
-    )
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    keys = [k for k in order if k in resolved] + [k for k in resolved if k not in order]
+    return OmegaConf.to_yaml(OmegaConf.create({key: resolved[key] for key in keys}))
 
 
 def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None) -> None:
