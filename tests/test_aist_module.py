@@ -229,3 +229,13 @@ def test_fid_and_kid_with_local_feature_weights(tree, tmp_path):
     assert not any("fid" in k or "features" in k for k in model.state_dict())
     missing = AISTCycleGAN(**TINY, fid_weights=str(tmp_path / "absent.pth"))
     assert missing._fid == {}
+
+
+def test_ddp_gets_find_unused_parameters():
+    """Each backward leaves one optimiser's networks without gradients; DDP must allow it.
+    (Checked end to end with trainer=ddp_cpu trainer.strategy=ddp, two gloo processes.)"""
+    trainer = pl.Trainer(strategy="ddp", accelerator="cpu", devices=1, logger=False)
+    model = AISTCycleGAN(**TINY)
+    model.trainer = trainer
+    model.setup("fit")
+    assert trainer.strategy._ddp_kwargs["find_unused_parameters"] is True

@@ -229,6 +229,19 @@ class AISTCycleGAN(pl.LightningModule):
                 metric._apply(fn)
         return self
 
+    def setup(self, stage: str) -> None:
+        """Under DDP, enable ``find_unused_parameters``: each of the two backward passes leaves
+        the other optimiser's networks without gradients (discriminators frozen in the generator
+        step, generators detached in the discriminator step), which plain DDP rejects."""
+        from pytorch_lightning.strategies import DDPStrategy
+
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DDPStrategy):
+            kwargs = strategy._ddp_kwargs  # what the strategy passes to DistributedDataParallel
+            if not kwargs.get("find_unused_parameters"):
+                log.info("AISTCycleGAN under DDP: setting find_unused_parameters=True")
+                kwargs["find_unused_parameters"] = True
+
     def configure_optimizers(self) -> tuple[list[Any], list[Any]]:
         """Adam over (G, F) and Adam over (D_X, D_Y), each with an epoch-wise LambdaLR."""
         hp = self.hparams
