@@ -311,7 +311,40 @@ def shade_real(
     return out
 
 
+@dataclass(frozen=True)
+class RealMaterial:
+    """Shading constants of one car material in the real look.
+
+    ``albedo`` None means the instance's paint; ``f0`` is the Fresnel reflectance at normal
+    incidence (Schlick), ``specular``/``shininess`` the Blinn-Phong sun highlight, ``reflect``
+    scales the environment reflection, ``glow`` adds emission (lamps) as a multiple of albedo.
+    """
+
+    albedo: tuple[float, float, float] | None
+    f0: float = 0.04
+    specular: float = 0.0
+    shininess: float = 60.0
+    reflect: float = 1.0
+    glow: float = 0.0
+
+
+REAL_MATERIALS: dict[int, RealMaterial] = {
+    PAINT: RealMaterial(None, specular=0.9, shininess=220.0),
+    GLASS: RealMaterial((0.01, 0.01, 0.01), f0=0.1, specular=1.5, shininess=400.0),
+    TYRE: RealMaterial((0.012, 0.012, 0.012), reflect=0.15),
+    RIM: RealMaterial((0.35, 0.35, 0.35), f0=0.5, specular=0.6),
+    HEADLIGHT: RealMaterial((0.9, 0.9, 0.85), glow=0.25),
+    TAILLIGHT: RealMaterial((0.55, 0.015, 0.01), glow=0.08),
+    TRIM: RealMaterial((0.015, 0.015, 0.015), reflect=0.4),
+}
+
+
+def _material_column(name: str) -> np.ndarray:
+    return np.array([getattr(REAL_MATERIALS[m], name) for m in range(len(MATERIALS))])
+
+
 def _shade_cars(gb, fg, instances, env, rng) -> np.ndarray:
+    """Linear RGB ``(N, 3)`` of the ``fg`` pixels: diffuse sun + sky, highlights, reflections."""
     n = gb.normals(fg)
     v = -gb.rays(fg)  # towards the eye
     flip = np.einsum("nc,nc->n", n, v) < 0  # grazing back faces after culling: face the viewer
@@ -319,29 +352,15 @@ def _shade_cars(gb, fg, instances, env, rng) -> np.ndarray:
     mat = gb.material[fg]
     inst = gb.instance[fg]
     albedo = np.zeros((len(n), 3))
-    f0 = np.full(len(n), 0.04)
-    spec_k = np.zeros(len(n))
-    shin = np.full(len(n), 60.0)
-    refl = np.full(len(n), 1.0)
     for k, car in enumerate(instances):
-        sel = inst == k
-        albedo[sel] = car.paint
-    albedo[mat == GLASS] = 0.01
-    albedo[mat == TYRE] = 0.012
-    albedo[mat == RIM] = 0.35
-    albedo[mat == HEADLIGHT] = (0.9, 0.9, 0.85)
-    albedo[mat == TAILLIGHT] = (0.55, 0.015, 0.01)
-    albedo[mat == TRIM] = 0.015
+        albedo[inst == k] = car.paint
+    for m, spec in REAL_MATERIALS.items():
+        if spec.albedo is not None:
+            albedo[mat == m] = spec.albedo
+    f0, spec_k = _material_column("f0")[mat], _material_column("specular")[mat]
+    shin, refl = _material_column("shininess")[mat], _material_column("reflect")[mat]
+    glow = _material_column("glow")[mat]
     paint = mat == PAINT
-    spec_k[paint] = 0.9
-    shin[paint] = 220.0
-    f0[mat == GLASS] = 0.1
-    spec_k[mat == GLASS] = 1.5
-    shin[mat == GLASS] = 400.0
-    f0[mat == RIM] = 0.5
-    spec_k[mat == RIM] = 0.6
-    refl[mat == TYRE] = 0.15
-    refl[mat == TRIM] = 0.4
     # Metallic flake / orange peel: blocky low-frequency plus per-pixel noise, image space.
     rows, cols = np.nonzero(fg)
     coarse = rng.normal(size=(fg.shape[0] // 8 + 1, fg.shape[1] // 8 + 1))
@@ -357,7 +376,6 @@ def _shade_cars(gb, fg, instances, env, rng) -> np.ndarray:
     fresnel = f0 + (1 - f0) * (1 - cos_v) ** 5
     r = -v + 2 * np.einsum("nc,nc->n", n, v)[:, None] * n  # mirror direction
     env_col = _environment(env, r)
-    glow = np.where(mat == HEADLIGHT, 0.25, 0.0) + np.where(mat == TAILLIGHT, 0.08, 0.0)
     return (
         diffuse * (1 - fresnel[:, None])
         + (fresnel * refl)[:, None] * env_col

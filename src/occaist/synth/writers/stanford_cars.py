@@ -54,6 +54,8 @@ SPLIT_CODE = {"train": 0, "test": 1}
 CLASS_NAMES = [f"Occaist Synthetic {b.capitalize()} 2026" for b in BODY_TYPES]
 _UP = np.array([0.0, 1.0, 0.0])
 _MIN_EYE_HEIGHT = 0.3  # metres; the camera stays above the ground
+_SIGHT_SAMPLES = 16  # points on the camera-to-main-car ground segment kept free of other cars
+_PLACEMENT_TRIES = 20
 
 
 def image_name(index: int) -> str:
@@ -79,6 +81,19 @@ def footprints_overlap(a: np.ndarray, b: np.ndarray, margin: float) -> bool:
             pa, pb = a @ axis, b @ axis
             if pa.max() + margin < pb.min() or pb.max() + margin < pa.min():
                 return False
+    return True
+
+
+def _inside_quad(quad: np.ndarray, point: np.ndarray, margin: float) -> bool:
+    """Whether a ground point ``(2,)`` lies in a convex quad ``(4, 2)`` grown by ``margin``."""
+    centre = quad.mean(axis=0)
+    for i in range(4):
+        edge = quad[(i + 1) % 4] - quad[i]
+        normal = np.array([edge[1], -edge[0]]) / np.linalg.norm(edge)
+        if normal @ (centre - quad[i]) > 0:
+            normal = -normal  # outward
+        if normal @ (point - quad[i]) > margin:
+            return False
     return True
 
 
@@ -118,25 +133,6 @@ def photo_scene(ctx: WorldContext, split: str, index: int):
         yaw = float(-np.arctan2(along[1], along[0]) + np.pi * rng.integers(2) + rng.normal(0, 0.1))
     main_index, main = new_car(yaw, (0.0, 0.0))
     models, cars = [main_index], [main]
-    if rng.random() < cfg.multi_car_prob:
-        for _ in range(int(rng.integers(cfg.extra_cars[0], cfg.extra_cars[1] + 1))):
-            for _try in range(20):
-                yaw0 = float(np.arctan2(-main.rotation[2, 0], main.rotation[0, 0]))
-                yaw = yaw0 + (np.pi if rng.random() < 0.3 else 0.0) + rng.normal(0, 0.15)
-                if rng.random() < 0.6:  # parked in a row beside the main car
-                    side = (
-                        rng.choice([-1.0, 1.0]) * rng.uniform(2.1, 3.2) * int(rng.integers(1, 3))
-                    )
-                    offset = main.rotation @ np.array([rng.normal(0, 0.6), 0.0, side])
-                else:  # anywhere around
-                    ang, r = rng.uniform(0, 2 * np.pi), rng.uniform(4.5, 9.0)
-                    offset = np.array([r * np.cos(ang), 0.0, r * np.sin(ang)])
-                    yaw = float(rng.uniform(0, 2 * np.pi))
-                m, car = new_car(yaw, offset[[0, 2]])
-                if not any(footprints_overlap(footprint(car), footprint(c), 0.3) for c in cars):
-                    models.append(m)
-                    cars.append(car)
-                    break
 
     az = np.deg2rad(rng.uniform(0, 360))
     el = np.deg2rad(rng.uniform(*cfg.elevation_deg))
@@ -149,6 +145,35 @@ def photo_scene(ctx: WorldContext, split: str, index: int):
     )
     eye = centre + distance * direction
     eye[1] = max(eye[1], _MIN_EYE_HEIGHT)
+    # Ground points between the camera and the main car: no other car may stand on them, so
+    # the main car can be partly hidden by its neighbours but never entirely.
+    sight = eye[[0, 2]] + np.linspace(0.0, 1.0, _SIGHT_SAMPLES)[:, None] * (
+        centre[[0, 2]] - eye[[0, 2]]
+    )
+
+    if rng.random() < cfg.multi_car_prob:
+        yaw0 = float(np.arctan2(-main.rotation[2, 0], main.rotation[0, 0]))
+        for _ in range(int(rng.integers(cfg.extra_cars[0], cfg.extra_cars[1] + 1))):
+            for _try in range(_PLACEMENT_TRIES):
+                yaw = yaw0 + (np.pi if rng.random() < 0.3 else 0.0) + rng.normal(0, 0.15)
+                if rng.random() < 0.6:  # parked in a row beside the main car
+                    side = (
+                        rng.choice([-1.0, 1.0]) * rng.uniform(2.1, 3.2) * int(rng.integers(1, 3))
+                    )
+                    offset = main.rotation @ np.array([rng.normal(0, 0.6), 0.0, side])
+                else:  # anywhere around
+                    ang, r = rng.uniform(0, 2 * np.pi), rng.uniform(4.5, 9.0)
+                    offset = np.array([r * np.cos(ang), 0.0, r * np.sin(ang)])
+                    yaw = float(rng.uniform(0, 2 * np.pi))
+                m, car = new_car(yaw, offset[[0, 2]])
+                box = footprint(car)
+                if not any(footprints_overlap(box, footprint(c), 0.3) for c in cars) and not any(
+                    _inside_quad(box, p, 0.3) for p in sight
+                ):
+                    models.append(m)
+                    cars.append(car)
+                    break
+
     R, t = look_at(torch.from_numpy(eye), torch.from_numpy(centre), torch.from_numpy(_UP))
     cx, cy = width / 2 + rng.normal(0, 0.04) * width, height / 2 + rng.normal(0, 0.04) * height
     if rng.random() < cfg.crop_prob:  # push the car against a border so it is cut off
