@@ -62,12 +62,20 @@ def make_inputs(p: int, n: int, device: torch.device, seed: int = 0):
     return points, quats.requires_grad_(True)
 
 
-def fast_render_step(p: int, n: int, grid: int, sigma: float, device: torch.device):
+def fast_render_step(
+    p: int, n: int, grid: int, sigma: float, device: torch.device, chunk: int | None = None
+):
     points, quats = make_inputs(p, n, device)
 
     def step() -> None:
         out = render_point_cloud(
-            points, quats, vox_size=grid, sigma=sigma, kernel_size=21, return_depth=False
+            points,
+            quats,
+            vox_size=grid,
+            sigma=sigma,
+            kernel_size=21,
+            return_depth=False,
+            chunk_size=chunk,
         )
         out["silhouette"].sum().backward()
 
@@ -117,6 +125,7 @@ def train_step_timing(args: argparse.Namespace, device: torch.device) -> dict[st
         vox_size=args.grid,
         keep_prob_start=1.0,  # the end of training: every point rendered (the costly case)
         image_log_every_n_steps=0,
+        render_chunk_size=args.chunk_size,
     ).to(device)
     model.log = lambda *a, **k: None  # no Trainer around the module: drop logging
     optimizer = model.configure_optimizers()["optimizer"]
@@ -162,6 +171,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=8000)
     parser.add_argument("--grid", type=int, default=64)
     parser.add_argument("--sigma", type=float, default=3.0, help="blur sigma in voxels")
+    parser.add_argument("--chunk-size", type=int, default=16, help="renderer chunk_size")
     parser.add_argument("--n-list", default="2000,8000,32000")
     parser.add_argument("--g-list", default="32,64,128")
     parser.add_argument("--sweep-projections", type=int, default=8)
@@ -178,16 +188,18 @@ def main() -> None:
     device = torch.device(args.device)
     results: dict[str, object] = {"device": str(device), "threads": args.threads}
 
-    main_s = timed(
-        fast_render_step(args.projections, args.points, args.grid, args.sigma, device),
-        args.repeats,
-        device,
-    )
-    results["renderer_fwd_bwd_s"] = main_s
-    log.info(
-        "renderer fwd+bwd: %d projections x %d points, G=%d: %.3f s (median of %d)",
-        args.projections, args.points, args.grid, main_s, args.repeats,
-    )  # fmt: skip
+    for chunk in (None, args.chunk_size):
+        main_s = timed(
+            fast_render_step(args.projections, args.points, args.grid, args.sigma, device, chunk),
+            args.repeats,
+            device,
+        )
+        results[f"renderer_fwd_bwd_s_chunk_{chunk}"] = main_s
+        log.info(
+            "renderer fwd+bwd: %d projections x %d points, G=%d, chunks of %s: %.3f s "
+            "(median of %d)",
+            args.projections, args.points, args.grid, chunk or "all", main_s, args.repeats,
+        )  # fmt: skip
 
     sweep = args.sweep_projections
     by_n = {}

@@ -101,6 +101,9 @@ def test_batch_equals_per_item() -> None:
     scale = torch.tensor([0.5, 1.0, 0.8, 0.3])
     kw = dict(vox_size=16, sigma=1.0, kernel_size=5)
     batch = render_point_cloud(points, quats, scale=scale, rgb=rgb, **kw)
+    chunked = render_point_cloud(points, quats, scale=scale, rgb=rgb, chunk_size=3, **kw)
+    for key in ("silhouette", "depth", "rgb"):
+        torch.testing.assert_close(chunked[key], batch[key])
     for i in range(4):
         item = render_point_cloud(
             points[i : i + 1], quats[i : i + 1], scale=scale[i : i + 1], rgb=rgb[i : i + 1], **kw

@@ -227,6 +227,7 @@ def render_point_cloud(
     rgb_stop_points_gradient: bool = False,
     rgb_occupancy_eps: float = 0.01,
     blur: str = "matmul",
+    chunk_size: int | None = None,
     eps: float = 1e-5,
     focal_length: float = DPC_FOCAL_LENGTH,
     camera_distance: float = DPC_CAMERA_DISTANCE,
@@ -251,6 +252,9 @@ def render_point_cloud(
             (``pc_rgb_stop_points_gradient``).
         rgb_occupancy_eps: the eps of ``rgb_divide_by_occupancies``.
         blur: ``"matmul"`` or ``"conv3d"`` (identical results; see :func:`blur_voxels`).
+        chunk_size: render this many projections at a time and concatenate (same results;
+            smaller grids stay in cache, about 2x faster on a CPU for 128 projections);
+            ``None`` renders the whole batch at once.
         eps: DRC occupancy clamp ε.
         focal_length, camera_distance: the DPC camera (1.875, 2.0).
         max_depth: depth of the escape event (10, the dataset's background depth).
@@ -271,6 +275,27 @@ def render_point_cloud(
         raise ValueError(
             f"quaternions must be (B, 4) with B={points.shape[0]}, got {tuple(quaternions.shape)}"
         )
+    options = dict(
+        vox_size=vox_size, sigma=sigma, kernel_size=kernel_size, projection=projection,
+        return_depth=return_depth, rgb_divide_by_occupancies=rgb_divide_by_occupancies,
+        rgb_clip_after_conv=rgb_clip_after_conv, rgb_stop_points_gradient=rgb_stop_points_gradient,
+        rgb_occupancy_eps=rgb_occupancy_eps, blur=blur, eps=eps, focal_length=focal_length,
+        camera_distance=camera_distance, max_depth=max_depth,
+    )  # fmt: skip
+    if chunk_size is not None and points.shape[0] > chunk_size:
+        parts = []
+        for start in range(0, points.shape[0], chunk_size):
+            part = slice(start, start + chunk_size)
+            parts.append(
+                render_point_cloud(
+                    points[part],
+                    quaternions[part],
+                    scale=scale[part] if isinstance(scale, Tensor) else scale,
+                    rgb=rgb[part] if rgb is not None else None,
+                    **options,
+                )
+            )
+        return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
     compute_dtype = torch.float64 if points.dtype == torch.float64 else torch.float32
     device_type = points.device.type
     with torch.autocast(device_type=device_type, enabled=False):
