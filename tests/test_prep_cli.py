@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,16 +51,53 @@ def test_shard_flag():
     assert _shard_flag_to_override(["--shard=1/3"]) == ["shard=1/3"]
 
 
+def _snapshot(out: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and ".tmp" not in p.name
+    }
+
+
 @pytest.mark.slow
-def test_command_line_run(tmp_path: Path):
-    cars = make_cars_layout(tmp_path / "world")
-    make_renders(tmp_path / "world")
-    out = tmp_path / "prepared"
+def test_sigkill_then_rerun_gives_identical_outputs(tmp_path: Path):
+    """A real kill (SIGKILL, no clean-up at all) of the command, then the same command again."""
+    from occaist.prep.pipeline import PrepSettings, run_prep
+
+    world = tmp_path / "world"
+    cars = make_cars_layout(world, {"train": ["good"] * 16 + ["mixed"], "test": ["good"] * 8})
+    renders = make_renders(world)
+    ref = tmp_path / "ref"
+    s = PrepSettings(
+        data_root=str(cars),
+        out_dir=str(ref),
+        batch_size=2,
+        progress=False,
+        segmenter={
+            "_target_": "occaist.prep.segment.ProvidedSegmenter",
+            "instances_file": str(cars / "synthetic" / "instances.json"),
+        },
+    )
+    s.ratio_fit.renders_root = str(renders)
+    run_prep(s)
+
+    out = tmp_path / "killed"
     env = dict(os.environ, OCCAIST_LOGS=str(tmp_path / "logs"))
-    cmd = [sys.executable, "-m", "occaist.prep", f"data_dir={tmp_path / 'world'}",
-           f"out_dir={out}", "progress=false", "--shard", "0/1"]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads((out / "report.json").read_text())
-    assert report["stages"]["accepted"] == 5
-    assert cars.is_dir() and (out / "manifest.csv").is_file()
+    cmd = [sys.executable, "-m", "occaist.prep", f"data_dir={world}", f"out_dir={out}",
+           "progress=false", "batch_size=2"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records = out / ".prep" / "records"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if records.is_dir() and sum(1 for _ in records.rglob("*.json")) >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (out / "report.json").exists()
+    rerun = subprocess.run([*cmd, "--shard", "0/1"], env=env, capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert json.loads((out / "report.json").read_text())["stages"]["accepted"] == 25
+    assert _snapshot(out) == _snapshot(ref)
