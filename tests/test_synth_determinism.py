@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -62,6 +63,9 @@ def test_other_seed_differs_and_refuses_a_foreign_root(tmp_path):
     root = world_module.generate_world(tmp_path / "a", MICRO, seed=3, workers=1, progress=False)
     with pytest.raises(ValueError, match="different synthetic world"):
         world_module.generate_world(root, MICRO, seed=4, workers=1, progress=False)
+    changed = dataclasses.replace(MICRO, shapenet=dataclasses.replace(MICRO.shapenet, models=5))
+    with pytest.raises(ValueError, match="different synthetic world"):  # same name, new content
+        world_module.generate_world(root, changed, seed=3, workers=1, progress=False)
     other = world_module.generate_world(tmp_path / "c", MICRO, seed=4, workers=1, progress=False)
     ids_a = json.loads((root / "shapenet_renders/synthetic/keypoints3d.json").read_text())
     ids_c = json.loads((other / "shapenet_renders/synthetic/keypoints3d.json").read_text())
