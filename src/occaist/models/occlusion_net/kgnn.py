@@ -327,6 +327,8 @@ class KeypointGraphNet(nn.Module):
         use_type: keypoint-type one-hot in the node features (paper; upstream: off).
         encoder_hidden, decoder_hidden, hidden_3d: hidden widths (upstream 512).
         encoder_dropout, decoder_dropout: dropout probabilities (upstream 0.5).
+        dropout_3d: dropout of the 3D-KGNN's regression MLP (not given upstream; 0 regresses
+            the camera far better than 0.5).
         factor: factor-graph encoder (NRI default; upstream shipped ``False``).
         use_3d: run the 3D-KGNN (needs ``shape_basis``).
         shape_basis: path of a shape-basis ``.npz`` (``mean``, ``basis``, ``sigma``).
@@ -347,6 +349,7 @@ class KeypointGraphNet(nn.Module):
         hidden_3d: int = 512,
         encoder_dropout: float = 0.5,
         decoder_dropout: float = 0.5,
+        dropout_3d: float = 0.0,
         factor: bool = False,
         use_3d: bool = True,
         shape_basis: str | None = None,
@@ -387,7 +390,7 @@ class KeypointGraphNet(nn.Module):
             radius = mean.pow(2).sum(-1).mean().sqrt().clamp_min(1e-8)
             mean, sigma = mean / radius, sigma / radius
             self.encoder3d = GraphEncoder3D(
-                mean, basis, sigma, n_in, hidden_3d, dropout=encoder_dropout
+                mean, basis, sigma, n_in, hidden_3d, dropout=dropout_3d
             )
 
     def make_nodes(self, xy: Tensor, confidence: Tensor) -> Tensor:

@@ -87,7 +87,13 @@ class _EvalMixin:
     def _label(self, predictor: str) -> str:
         return self.input_label if predictor == "heatmap" else PREDICTORS[predictor]
 
-    def _init_eval(self, alpha: float, noise_sigmas: Sequence[float], has_3d: bool) -> None:
+    def _init_eval(
+        self,
+        alpha: float,
+        noise_sigmas: Sequence[float],
+        noise_confidence: Sequence[float],
+        has_3d: bool,
+    ) -> None:
         self.predictors = [p for p in PREDICTORS if p != "kgnn3d" or has_3d]
         self.pck = nn.ModuleDict(
             {
@@ -98,6 +104,7 @@ class _EvalMixin:
         )
         self.vis_acc = nn.ModuleDict({s: BinaryAccuracy() for s in ("val", "test")})
         self.noise_sigmas = [float(s) for s in noise_sigmas]
+        self.noise_confidence = [float(c) for c in noise_confidence]
         self.noise_pck = nn.ModuleDict(
             {
                 f"{i}_{p}": PCK(alpha=alpha)
@@ -123,12 +130,14 @@ class _EvalMixin:
 
     @torch.no_grad()
     def _noise_step(self, gt: Tensor, boxes: Tensor, batch_seed: int) -> None:
-        """Noise study: GT graphs with Gaussian noise ``sigma`` on every labelled node."""
+        """Noise study: GT graphs with Gaussian noise ``sigma`` on every labelled node and the
+        fixed confidences ``noise_confidence`` (visible, occluded) of a detector."""
         head = self.graph_head
         g = torch.Generator(device=gt.device).manual_seed(batch_seed)
         wh = (boxes[:, 2:] - boxes[:, :2]).clamp_min(1e-3)
         for i, sigma in enumerate(self.noise_sigmas):
-            nodes = noisy_graph(head, gt, boxes, sigma, sigma, (1.0, 1.0), (1.0, 1.0), g)
+            c_vis, c_occ = self.noise_confidence
+            nodes = noisy_graph(head, gt, boxes, sigma, sigma, (c_vis, c_vis), (c_occ, c_occ), g)
             out = head.forward_graph(nodes, wh[:, 0] / wh[:, 1])
             preds = {"heatmap": out["keypoints_heatmap"], "kgnn2d": out["keypoints_2d"]}
             if "keypoints_3d" in out:
@@ -273,7 +282,8 @@ class OcclusionNet(_EvalMixin, pl.LightningModule):
         bias_lr_factor, bias_weight_decay: bias parameter group (paper: 2x LR, no decay).
         loss_weights: weight of every named loss (torchvision's and ``loss_keypoint``,
             ``loss_edges``, ``loss_occluded``, ``loss_reprojection``).
-        alpha: PCK threshold; noise_sigmas: test-time noise study on GT graphs (ROI units).
+        alpha: PCK threshold; noise_sigmas: test-time noise study on GT graphs (ROI units);
+        noise_confidence: the node confidences (visible, occluded) of the noise study.
         graph_head_checkpoint: a checkpoint of :class:`OcclusionGraphNet` whose graph head is
             loaded into this model (``occnet_graph`` pre-training).
     """
@@ -289,6 +299,7 @@ class OcclusionNet(_EvalMixin, pl.LightningModule):
         loss_weights: dict[str, Any] | None = None,
         alpha: float = 0.1,
         noise_sigmas: list[float] = (0.0, 0.05, 0.1, 0.2),
+        noise_confidence: list[float] = (1.0, 0.3),
         graph_head_checkpoint: str | None = None,
     ) -> None:
         super().__init__()
@@ -297,7 +308,7 @@ class OcclusionNet(_EvalMixin, pl.LightningModule):
         self.loss_weights = dict(loss_weights or {})
         self.train_loss = MeanMetric()
         graph_head: KeypointGraphNet = net.roi_heads.graph_head
-        self._init_eval(alpha, noise_sigmas, graph_head.encoder3d is not None)
+        self._init_eval(alpha, noise_sigmas, noise_confidence, graph_head.encoder3d is not None)
         if graph_head_checkpoint:
             load_graph_head(graph_head, graph_head_checkpoint)
 
@@ -441,7 +452,7 @@ class OcclusionGraphNet(_EvalMixin, pl.LightningModule):
         loss_weights: weights of ``loss_edges``, ``loss_occluded``, ``loss_reprojection``.
         reprojection_target: ``"kgnn2d"`` or ``"ground_truth"`` (see ``OcclusionRoIHeads``).
         reprojection_exclude: keypoints out of the reprojection loss.
-        alpha, noise_sigmas: evaluation (see :class:`OcclusionNet`).
+        alpha, noise_sigmas, noise_confidence: evaluation (see :class:`OcclusionNet`).
     """
 
     input_label = "noisy input"
@@ -459,13 +470,14 @@ class OcclusionGraphNet(_EvalMixin, pl.LightningModule):
         reprojection_exclude: list[int] = (8, 13),
         alpha: float = 0.1,
         noise_sigmas: list[float] = (0.0, 0.05, 0.1, 0.2),
+        noise_confidence: list[float] = (1.0, 0.3),
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["graph_head"])
         self.graph_head = graph_head
         self.loss_weights = dict(loss_weights or {})
         self.train_loss = MeanMetric()
-        self._init_eval(alpha, noise_sigmas, graph_head.encoder3d is not None)
+        self._init_eval(alpha, noise_sigmas, noise_confidence, graph_head.encoder3d is not None)
 
     def _run(self, batch: dict[str, Tensor], generator: torch.Generator | None = None):
         hp = self.hparams
