@@ -38,7 +38,8 @@ def composed(
                     cfg.hydra.runtime.output_dir = str(output_dir)
                     cfg.hydra.job.num = 0
                     cfg.hydra.job.id = "0"
-                    cfg.extras.print_config = False
+                    if "extras" in cfg:
+                        cfg.extras.print_config = False
                 HydraConfig().set_config(cfg)
             yield cfg
     finally:
