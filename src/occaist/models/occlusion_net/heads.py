@@ -395,6 +395,8 @@ def build_occlusion_rcnn(
             ``None``: none). Only tensors whose shapes match are loaded (not the 91-class box
             predictor nor the 17-keypoint predictor). ResNet-50 only.
         weights_backbone: ImageNet weights of the ResNet (``"default"``, a path, ``None``).
+            With pretrained weights the ResNet uses frozen batch norm (upstream), without them
+            ordinary batch norm.
         trainable_backbone_layers: ResNet stages left trainable (0-5); upstream froze stem+res2.
         min_size, max_size: image resizing of ``GeneralizedRCNNTransform`` (paper 800/1333).
         heatmap_loss, occluded_loss, reprojection_target, reprojection_exclude: see
@@ -407,7 +409,11 @@ def build_occlusion_rcnn(
         raise ValueError(f"backbone must be one of {sorted(builders)}, got {backbone!r}")
     if weights is not None and backbone != "resnet50":
         raise ValueError("COCO Keypoint R-CNN weights exist for backbone=resnet50 only")
-    resnet = builders[backbone](weights=None, norm_layer=misc_nn_ops.FrozenBatchNorm2d)
+    pretrained = weights is not None or weights_backbone is not None
+    # frozen statistics only make sense for trained weights (as torchvision); from scratch the
+    # backbone needs real batch norm
+    norm = misc_nn_ops.FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
+    resnet = builders[backbone](weights=None, norm_layer=norm)
     if weights is None:
         load_pretrained(resnet, backbone, weights_backbone)
     fpn = _resnet_fpn_extractor(resnet, trainable_backbone_layers)
