@@ -105,7 +105,7 @@ def _histogram_figure(path: Path, real: Sequence[float], synthetic: Sequence[flo
         v = np.clip(np.asarray(values, dtype=np.float64), 0.0, bins[-1])
         if v.size:
             ax.hist(v, bins=bins, density=True, alpha=0.55, label=f"{name}, n={v.size}")
-    ax.set_xlabel("car-to-frame ratio  #(alpha>0) / #(alpha=0)")
+    ax.set_xlabel("car-to-frame ratio  #(alpha>0) / #(alpha=0)  (last bin: everything above)")
     ax.set_ylabel("density")
     ax.set_title(title, fontsize=10)
     ax.legend()
