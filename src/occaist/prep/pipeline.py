@@ -14,7 +14,10 @@ Robustness contract (issue 5):
 * **Shards.** ``shard=i/n`` takes every n-th image starting at i; any process that finds all
   records present writes the aggregate files (``manifest.csv``, ``rejections.csv``,
   ``report.json``, ``figures/``), so the last shard to finish completes the output.
-* **Bad input never aborts.** Unusable files are committed as records with their reason.
+* **Bad input never aborts.** Unusable files, and images a segmenter fails on because of bad
+  data, are committed as records with their reason (counted in ``report.json``).
+* **Pinned settings.** Output-relevant settings live in ``.prep/settings.json``; resuming with
+  different ones is refused.
 """
 
 from __future__ import annotations
