@@ -240,7 +240,7 @@ def test_carfusion_layout_reprojection_and_visibility(tiny_world: Path):
     assert checked > 100 and 0.2 < visible / checked < 0.8
 
 
-def test_readers_warn_on_the_world(tiny_world: Path, caplog):
+def test_readers_warn_on_the_world(tiny_world: Path):
     from occaist.data.common import warn_if_synthetic
 
     assert warn_if_synthetic(tiny_world / "carfusion")
