@@ -181,6 +181,38 @@ def test_stanford_instances_side_file(tiny_world: Path):
     assert big >= 8  # most main cars survive the AIST size filter
 
 
+def test_stanford_projection_puts_the_gt_cloud_on_the_mask(tiny_world: Path):
+    """Each instance's 3×4 ``projection`` maps its model's GT cloud onto the car pixels."""
+    base = tiny_world / "stanford_cars"
+    coco = json.loads((base / "synthetic" / "instances.json").read_text())
+    images = {im["id"]: im for im in coco["images"]}
+    cars_mask: dict[int, np.ndarray] = {}
+    for ann in coco["annotations"]:
+        m = coco_rle.decode(ann["segmentation"]).astype(bool)
+        cars_mask[ann["image_id"]] = cars_mask.get(ann["image_id"], False) | m
+    gt = tiny_world / "shapenet_renders" / "gt" / "downsampled" / SYNSET
+    for ann in coco["annotations"]:
+        im = images[ann["image_id"]]
+        points = sio.loadmat(gt / f"{ann['model_id']}.mat")["points"]
+        h = np.column_stack((points, np.ones(len(points)))) @ np.asarray(ann["projection"]).T
+        assert (h[:, 2] > 0).all()
+        x, y = h[:, 0] / h[:, 2], h[:, 1] / h[:, 2]
+        inside = (x >= 0) & (x < im["width"]) & (y >= 0) & (y < im["height"])
+        r, c = y[inside].astype(int), x[inside].astype(int)
+        # Points fall on car pixels (this car's, or a nearer car hiding it), up to the rim.
+        on_cars = ndimage.binary_dilation(cars_mask[ann["image_id"]], iterations=2)[r, c]
+        assert on_cars.mean() > 0.99, ann["id"]
+        own = coco_rle.decode(ann["segmentation"]).astype(bool)
+        hit = np.zeros_like(own)
+        hit[r, c] = True
+        # And they cover the visible pixels of the car, up to the gaps between points (their
+        # spacing grows with the car's size in the photo).
+        spacing = np.sqrt(own.sum() / max(int((hit & own).sum()), 1))
+        grown = ndimage.binary_dilation(hit, iterations=int(np.ceil(1.5 * spacing)) + 1)
+        uncovered = own & ~grown
+        assert uncovered.sum() < 0.05 * own.sum(), (ann["id"], uncovered.sum() / own.sum())
+
+
 def _read_gt(path: Path) -> list[tuple[float, float, int, int, int]]:
     rows = []
     for line in path.read_text().splitlines():

@@ -16,8 +16,9 @@ The devkit box is the main car's visible mask box; its class is the car's body t
 ``elevation_deg`` and ``distance`` of the camera in the car's frame (DPC/Blender convention,
 object units, the car normalised to bounding-box diagonal 1) and ``quaternion`` (w, x, y, z), the
 DPC-convention rotation under which this camera sees the car (for a car centred in view it
-equals ``quaternion_from_campos``). Train images use shapenet *train* models, test images the
-*val* and *test* models.
+equals ``quaternion_from_campos``), and ``projection``, the 3×4 matrix taking the model's
+object-frame points (its GT cloud) to the photo's pixels, for re-rendering silhouettes (mask
+XOR). Train images use shapenet *train* models, test images the *val* and *test* models.
 """
 
 from __future__ import annotations
@@ -95,6 +96,14 @@ def _inside_quad(quad: np.ndarray, point: np.ndarray, margin: float) -> bool:
         if normal @ (point - quad[i]) > margin:
             return False
     return True
+
+
+def object_projection(camera: PinholeCamera, car: CarInstance) -> np.ndarray:
+    """The 3×4 matrix taking the car's object-frame points (GT cloud) to this photo's pixels."""
+    world_from_object = np.eye(4)
+    world_from_object[:3, :3] = car.scale * car.rotation
+    world_from_object[:3, 3] = car.translation
+    return camera.P @ world_from_object
 
 
 def place_on_ground(
@@ -227,6 +236,7 @@ def render_image(ctx: WorldContext, split: str, index: int) -> dict:
                     "distance": float(np.linalg.norm(pos)),
                     "quaternion": [float(v) for v in q],
                 },
+                "projection": object_projection(camera, car).round(10).tolist(),
             }
         )
     main = gb.instance == 0
