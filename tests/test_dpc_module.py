@@ -80,7 +80,8 @@ def test_overfit_halves_the_projection_loss(tiny_world: Path, tmp_path: Path) ->
 def test_eval_py_evaluates_a_checkpoint_on_any_split(tiny_world: Path, tmp_path: Path) -> None:
     fit_dir, eval_dir = tmp_path / "fit", tmp_path / "eval_run"
     overrides = ["experiment=dpc_baseline", _root(tiny_world), "~logger", *SMALL,
-                 "~callbacks.rich_progress_bar", "~callbacks.lr_monitor", "trainer.max_steps=2",
+                 "~callbacks.rich_progress_bar", "~callbacks.lr_monitor", "trainer.max_steps=3",
+                 "trainer.check_val_every_n_epoch=1",
                  "trainer.limit_val_batches=1", "test=false"]  # fmt: skip
     with composed(overrides, output_dir=fit_dir) as cfg:
         train(cfg)
@@ -97,3 +98,11 @@ def test_eval_py_evaluates_a_checkpoint_on_any_split(tiny_world: Path, tmp_path:
         stored["reference_rotation"].tolist(), abs=1e-6
     )
     assert summary["acc30"] == pytest.approx(metrics["test/acc30"])
+    assert stored["reference_rotation"].tolist() != [1.0, 0.0, 0.0, 0.0]  # validation ran
+    # re-estimating the alignment before testing, from the same val models and weights,
+    # reproduces the stored one
+    realign = [*eval_overrides, "model.realign_on_test=true", "eval_split=test"]
+    with composed(realign, config_name="eval.yaml", output_dir=tmp_path / "realigned") as cfg:
+        evaluate(cfg)
+    again = json.loads((tmp_path / "realigned" / "eval" / "summary_test.json").read_text())
+    assert again["reference_rotation"] == pytest.approx(summary["reference_rotation"], abs=1e-5)

@@ -89,6 +89,9 @@ class PointCloudPoseNet(pl.LightningModule):
         icp_num_points: points of each cloud used by ICP (None: all, as upstream).
         eval_sigma: blur σ of the validation projection loss and panels (voxels).
         render_chunk_size: projections rendered at a time (same results; faster on a CPU).
+        realign_on_test: re-estimate the global alignment from the datamodule's validation split
+            before testing (upstream computes it on the evaluated dataset's val split) instead
+            of using the one stored by the last validation epoch.
     """
 
     def __init__(
@@ -119,6 +122,7 @@ class PointCloudPoseNet(pl.LightningModule):
         icp_num_points: int | None = 2048,
         eval_sigma: float = 0.5,
         render_chunk_size: int | None = 16,
+        realign_on_test: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["net"])
@@ -416,6 +420,28 @@ class PointCloudPoseNet(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self._test_records = []
+        if self.hparams.realign_on_test and not self.hparams.camera_supervised:
+            self._realign_from_validation_split()
+
+    @torch.no_grad()
+    def _realign_from_validation_split(self) -> None:
+        """Estimate ``q_ref`` from the first ``align_num_models`` validation models now."""
+        datamodule = self.trainer.datamodule
+        datamodule.setup("validate")
+        self.val_alignment.reset()
+        for batch in datamodule.val_dataloader():
+            if batch is None:
+                continue
+            if int(batch["model_index"].min()) >= self.hparams.align_num_models:
+                break
+            batch = self.transfer_batch_to_device(batch, self.device, 0)
+            pred = self.predict_views(batch["image"])
+            raw = {"raw_points": pred["points"], "raw_pose": pred["pose"]}
+            self._collect_alignment(batch, raw)
+        if self.val_alignment.update_count:
+            self.reference_rotation.copy_(self.val_alignment.compute())
+            log.info("global alignment re-estimated for testing: %s", self.reference_rotation)
+        self.val_alignment.reset()
 
     def on_test_epoch_end(self) -> None:
         summary: dict[str, Any] = {}
