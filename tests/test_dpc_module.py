@@ -106,3 +106,20 @@ def test_eval_py_evaluates_a_checkpoint_on_any_split(tiny_world: Path, tmp_path:
         evaluate(cfg)
     again = json.loads((tmp_path / "realigned" / "eval" / "summary_test.json").read_text())
     assert again["reference_rotation"] == pytest.approx(summary["reference_rotation"], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_panels_are_logged_to_tensorboard(tiny_world: Path, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    overrides = ["experiment=dpc_baseline", _root(tiny_world), "logger=tensorboard",
+                 "~callbacks", *SMALL, "trainer.max_steps=1", "trainer.limit_val_batches=0",
+                 "test=false", "model.image_log_every_n_steps=1"]  # fmt: skip
+    with composed(overrides, output_dir=tmp_path) as cfg:
+        train(cfg)
+    events = EventAccumulator(str(next(tmp_path.rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    assert "train/panels" in events.Tags()["images"]
+    image = events.Images("train/panels")[0]
+    # one row per shown model: input, mask, K = 4 candidates and the cloud, 16 px tiles
+    assert image.width == 7 * 16 + 8 * 2 and image.height == 2 * 16 + 3 * 2
