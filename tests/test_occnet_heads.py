@@ -8,14 +8,14 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
-from occaist.geometry.multiview import project
+from occaist.geometry.multiview import project, trifocal_tensor
 from occaist.models.occlusion_net.heads import (
     MissingCamerasError,
     build_occlusion_rcnn,
     keypoints_on_boxes,
 )
 from occaist.models.occlusion_net.kgnn import KeypointGraphNet
-from occaist.models.occlusion_net.losses import trifocal_loss
+from occaist.models.occlusion_net.losses import trifocal_loss, trifocal_transfer
 from tests.test_carfusion import _datamodule, _three_cams, write_tiny_carfusion
 
 
@@ -43,9 +43,17 @@ def _model(world: Path, **kw):
     return build_occlusion_rcnn(head, **args)
 
 
-@pytest.mark.parametrize("mode", ["annotated", "triangulated", "trifocal"])
-def test_training_losses_per_mode(world: Path, batch, mode: str) -> None:
-    model = _model(world, occluded_loss=mode).train()
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [
+        ("annotated", "algebraic"),
+        ("triangulated", "algebraic"),
+        ("trifocal", "algebraic"),
+        ("trifocal", "transfer"),
+    ],
+)
+def test_training_losses_per_mode(world: Path, batch, mode: str, error: str) -> None:
+    model = _model(world, occluded_loss=mode, trifocal_error=error).train()
     losses = model(*batch)
     assert {"loss_keypoint", "loss_edges", "loss_occluded", "loss_reprojection"} <= set(losses)
     assert all(torch.isfinite(v) for v in losses.values())
@@ -111,3 +119,8 @@ def test_trifocal_loss_zero_at_truth() -> None:
     assert exact < 1e-12 < wrong
     wrong.backward()
     assert pred.grad.abs().sum() > 0
+    # point transfer recovers view 1 exactly; the transfer error is the squared distance to it
+    T = trifocal_tensor(cams[0].expand(2, 3, 4), cams[1].expand(2, 3, 4), cams[2].expand(2, 3, 4))
+    assert torch.allclose(trifocal_transfer(T, x2[0], x3[0]), x1[0], atol=1e-9)
+    transfer = trifocal_loss(x1 + 0.05, cams[0][None], *P23, x2, x3, mask, error="transfer")
+    assert torch.isclose(transfer, torch.tensor(2 * 0.05**2, dtype=torch.float64))

@@ -28,6 +28,7 @@ from torchvision.ops import misc as misc_nn_ops
 from occaist.models.occlusion_net.kgnn import KeypointGraphNet, image_to_roi, roi_to_image
 from occaist.models.occlusion_net.losses import (
     OCCLUDED_LOSS_MODES,
+    TRIFOCAL_ERRORS,
     edge_loss,
     heatmap_targets,
     masked_l2,
@@ -115,6 +116,8 @@ class OcclusionRoIHeads(RoIHeads):
         graph_head: the KGNNs.
         heatmap_loss: ``"visible"`` (paper) or ``"all"`` (upstream) keypoints in the heatmap CE.
         occluded_loss: ``"trifocal"`` (paper), ``"triangulated"`` or ``"annotated"`` (upstream).
+        trifocal_error: ``"algebraic"`` (paper eq. 9) or ``"transfer"`` (the same incidence as
+            the ROI-frame distance to the point transferred from the two other views).
         reprojection_target: the 3D-KGNN projection is pulled to ``"kgnn2d"`` (the 2D-KGNN
             output, not detached, as upstream) or to the ``"ground_truth"`` labelled keypoints.
         reprojection_exclude: keypoints left out of the reprojection loss (exhaust, centre).
@@ -126,6 +129,7 @@ class OcclusionRoIHeads(RoIHeads):
         graph_head: KeypointGraphNet,
         heatmap_loss: str = "visible",
         occluded_loss: str = "annotated",
+        trifocal_error: str = "algebraic",
         reprojection_target: str = "kgnn2d",
         reprojection_exclude: tuple[int, ...] = (8, 13),
     ) -> None:
@@ -147,12 +151,15 @@ class OcclusionRoIHeads(RoIHeads):
         )
         if occluded_loss not in OCCLUDED_LOSS_MODES:
             raise ValueError(f"occluded_loss must be one of {OCCLUDED_LOSS_MODES}")
+        if trifocal_error not in TRIFOCAL_ERRORS:
+            raise ValueError(f"trifocal_error must be one of {TRIFOCAL_ERRORS}")
         if reprojection_target not in ("kgnn2d", "ground_truth"):
             raise ValueError("reprojection_target must be 'kgnn2d' or 'ground_truth'")
         heatmap_targets(torch.zeros(1, 1, 3), heatmap_loss)  # validates the mode
         self.graph_head = graph_head
         self.heatmap_loss = heatmap_loss
         self.occluded_loss = occluded_loss
+        self.trifocal_error = trifocal_error
         self.reprojection_target = reprojection_target
         self.reprojection_exclude = tuple(reprojection_exclude)
 
@@ -379,6 +386,7 @@ def build_occlusion_rcnn(
     max_size: int = 1333,
     heatmap_loss: str = "visible",
     occluded_loss: str = "annotated",
+    trifocal_error: str = "algebraic",
     reprojection_target: str = "kgnn2d",
     reprojection_exclude: list[int] = (8, 13),
     rpn_batch_size_per_image: int = 256,
@@ -399,7 +407,7 @@ def build_occlusion_rcnn(
             ordinary batch norm.
         trainable_backbone_layers: ResNet stages left trainable (0-5); upstream froze stem+res2.
         min_size, max_size: image resizing of ``GeneralizedRCNNTransform`` (paper 800/1333).
-        heatmap_loss, occluded_loss, reprojection_target, reprojection_exclude: see
+        heatmap_loss, occluded_loss, trifocal_error, reprojection_target, reprojection_exclude: see
             :class:`OcclusionRoIHeads`.
         rpn_batch_size_per_image, box_batch_size_per_image, box_detections_per_img: torchvision
             sampling/detection sizes (defaults as the paper).
@@ -438,6 +446,7 @@ def build_occlusion_rcnn(
         graph_head,
         heatmap_loss=heatmap_loss,
         occluded_loss=occluded_loss,
+        trifocal_error=trifocal_error,
         reprojection_target=reprojection_target,
         reprojection_exclude=tuple(reprojection_exclude),
     )

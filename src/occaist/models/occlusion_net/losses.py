@@ -18,12 +18,19 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from occaist.geometry.multiview import normalize_trifocal, trifocal_residual, trifocal_tensor
+from occaist.geometry.multiview import (
+    homogeneous,
+    normalize_trifocal,
+    skew,
+    trifocal_residual,
+    trifocal_tensor,
+)
 from occaist.models.occlusion_net.kgnn import edge_labels
 
 __all__ = ["OCCLUDED_LOSS_MODES", "edge_loss", "heatmap_targets", "masked_l2", "trifocal_loss"]
 
 OCCLUDED_LOSS_MODES = ("trifocal", "triangulated", "annotated")
+TRIFOCAL_ERRORS = ("algebraic", "transfer")
 
 
 def heatmap_targets(keypoints: Tensor, mode: str) -> Tensor:
@@ -57,6 +64,24 @@ def masked_l2(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     return (sq * m).sum() / m.sum().clamp_min(1.0)
 
 
+def trifocal_transfer(T: Tensor, x2: Tensor, x3: Tensor, damping: float = 1e-12) -> Tensor:
+    """The view-1 point ``x1 = (u, v)`` that best satisfies the incidence with ``x2, x3``.
+
+    The residual ``[x2]_x (sum_i x1^i T_i) [x3]_x`` is linear in ``(u, v)``:
+    ``R = u A_0 + v A_1 + A_2`` with ``A_i = [x2]_x T_i [x3]_x``, so its least-squares zero is
+    ``-(J^T J)^-1 J^T vec(A_2)`` with ``J = [vec A_0, vec A_1]`` (point transfer through the
+    trifocal tensor, H&Z §15.1.4).
+
+    Shapes: ``T (..., 3, 3, 3)``, ``x2, x3 (..., 2)`` -> ``(..., 2)``.
+    """
+    A = skew(homogeneous(x2))[..., None, :, :] @ T @ skew(homogeneous(x3))[..., None, :, :]
+    J = A[..., :2, :, :].flatten(-2).transpose(-1, -2)  # (..., 9, 2)
+    b = A[..., 2, :, :].flatten(-2)[..., None]  # (..., 9, 1)
+    eye = torch.eye(2, dtype=J.dtype, device=J.device)
+    JtJ = J.transpose(-1, -2) @ J + damping * eye
+    return -torch.linalg.solve(JtJ, J.transpose(-1, -2) @ b)[..., 0]
+
+
 def trifocal_loss(
     pred: Tensor,
     P1: Tensor,
@@ -65,9 +90,15 @@ def trifocal_loss(
     x2: Tensor,
     x3: Tensor,
     mask: Tensor,
+    error: str = "algebraic",
+    roi_scale: Tensor | None = None,
 ) -> Tensor:
-    """Paper eq. 9: ``sum_{j in O} || [x'_j]_x (sum_i xhat_j^i T_i) [x''_j]_x ||^2`` (mean over
-    ``mask``).
+    """Trifocal occluded-keypoint loss over ``mask`` (mean).
+
+    ``error="algebraic"``: paper eq. 9, ``|| [x'_j]_x (sum_i xhat_j^i T_i) [x''_j]_x ||_F^2``.
+    ``error="transfer"``: ``|| xhat_j - x_j^T ||^2`` with ``x_j^T`` the point transferred
+    through ``T`` from the two views (:func:`trifocal_transfer`): the same incidence, measured as
+    an image distance, so its scale matches the other occluded-keypoint losses.
 
     All coordinates must be pre-normalised to O(1) (pixels divided by the image size, cameras
     left-multiplied by the same scaling) so that the residual is well conditioned; ``T`` is
@@ -79,10 +110,21 @@ def trifocal_loss(
         P2, P3: ``(N, K, 3, 4)`` cameras of the two views where keypoint ``k`` is visible.
         x2, x3: ``(N, K, 2)`` the keypoint in those views.
         mask: ``(N, K)`` bool, occluded here and visible in two other views.
+        error: ``"algebraic"`` (paper) or ``"transfer"``.
+        roi_scale: ``(N, 2)`` factors taking view-1 normalised offsets to ROI-frame units
+            (``"transfer"`` only; default 1).
     """
+    if error not in TRIFOCAL_ERRORS:
+        raise ValueError(f"trifocal error must be one of {TRIFOCAL_ERRORS}, got {error!r}")
     if not bool(mask.any()):
         return pred.sum() * 0.0
     P1 = P1[:, None].expand_as(P2)
     T = normalize_trifocal(trifocal_tensor(P1[mask], P2[mask], P3[mask]).to(pred.dtype))
-    residual = trifocal_residual(T, pred[mask], x2[mask].to(pred.dtype), x3[mask].to(pred.dtype))
-    return residual.pow(2).sum(dim=(-1, -2)).mean()
+    p2, p3 = x2[mask].to(pred.dtype), x3[mask].to(pred.dtype)
+    if error == "algebraic":
+        residual = trifocal_residual(T, pred[mask], p2, p3)
+        return residual.pow(2).sum(dim=(-1, -2)).mean()
+    offset = pred[mask] - trifocal_transfer(T, p2, p3)
+    if roi_scale is not None:
+        offset = offset * roi_scale[:, None, :].expand(*mask.shape, 2)[mask]
+    return offset.pow(2).sum(dim=-1).mean()
