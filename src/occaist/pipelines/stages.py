@@ -24,6 +24,8 @@ from occaist.utils.logging import get_logger
 log = get_logger(__name__)
 
 MANIFEST = "stage.json"
+#: Written when a stage starts: the hash of the config its partial outputs belong to.
+STARTED = "stage.started.json"
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
@@ -56,13 +58,7 @@ class Stage:
 
 def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
     """The finished stage's manifest, or ``None`` when the stage never completed."""
-    path = stage_dir / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
+    return _read_json(stage_dir / MANIFEST)
 
 
 def is_done(stage: Stage, stage_dir: Path) -> bool:
@@ -75,22 +71,46 @@ def is_done(stage: Stage, stage_dir: Path) -> bool:
     )
 
 
+def _move_aside_other_config(stage: Stage, stage_dir: Path) -> None:
+    """Move a stage directory holding another config's (partial) outputs out of the way."""
+    if not stage_dir.exists():
+        return
+    old = read_manifest(stage_dir) or _read_json(stage_dir / STARTED)
+    old_hash = (old or {}).get("config_hash")
+    if old_hash == stage.hash or (old is None and not any(stage_dir.iterdir())):
+        return
+    target = stage_dir.parent / ".stale" / f"{stage.name}-{str(old_hash)[:10]}"
+    suffix = 0
+    while target.exists():
+        suffix += 1
+        target = target.with_name(f"{stage.name}-{str(old_hash)[:10]}-{suffix}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage_dir.rename(target)
+    log.info(
+        "stage %s: config changed (%s -> %s); old outputs moved to %s",
+        stage.name,
+        str(old_hash)[:10],
+        stage.hash[:10],
+        target,
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
 def run_stage(stage: Stage, study_dir: Path) -> tuple[Path, bool]:
     """Run ``stage`` unless it is done; return its directory and whether it ran now."""
     stage_dir = Path(study_dir) / stage.name
     if is_done(stage, stage_dir):
         log.info("stage %-24s done already (config %s): skipped", stage.name, stage.hash[:10])
         return stage_dir, False
-    stale = read_manifest(stage_dir)
-    if stale is not None:
-        log.info(
-            "stage %s: config changed (%s -> %s), rerunning",
-            stage.name,
-            str(stale.get("config_hash"))[:10],
-            stage.hash[:10],
-        )
-        (stage_dir / MANIFEST).unlink()
+    _move_aside_other_config(stage, stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(stage_dir / STARTED, {"stage": stage.name, "config_hash": stage.hash})
     log.info("stage %-24s running (config %s)", stage.name, stage.hash[:10])
     start = time.perf_counter()
     stage.run(stage_dir)
