@@ -114,7 +114,7 @@ class PrepSettings:
     """
 
     data_root: str = "data/stanford_cars"
-    out_dir: str = "data/stanford_cars_prepared"
+    out_dir: str = "data/prepared/real"
     splits: list[str] = field(default_factory=lambda: ["train", "test"])
     min_image_side: int = 32
     max_images: int | None = None
