@@ -15,7 +15,7 @@ from occaist.synth.cars import CarMesh, build_car, model_id, sample_car_params
 from occaist.synth.presets import WorldPreset
 from occaist.utils.io import atomic_write
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 """Bumped when the generator's output changes for the same preset and seed."""
 
 # Random streams: np.random.default_rng([seed, STREAM, index...]) keeps items independent.
