@@ -78,7 +78,7 @@ def test_heatmap_loss_visible_only_differs_from_all(world: Path, batch) -> None:
 
 
 def test_inference_outputs_deterministic(world: Path, batch) -> None:
-    model = _model(world).eval()
+    model = _model(world, box_detections_per_img=5).eval()
     images, targets = batch
     with torch.no_grad():
         out = model(images)[0]
