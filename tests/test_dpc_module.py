@@ -51,6 +51,9 @@ def test_fast_dev_run_writes_the_evaluation(tiny_world: Path, tmp_path: Path, va
     assert summary["models"] == len(rows) == 2  # fast_dev_run: one test batch of two models
     assert summary["chamfer"] == pytest.approx(summary["precision"] + summary["coverage"])
     assert summary["chamfer"] == pytest.approx(metrics["test/chamfer"], rel=1e-5)
+    assert summary["views"] == 10 and summary["mask_xor"] == pytest.approx(
+        sum(float(r["mask_xor"]) for r in rows) / 2, rel=1e-5
+    )
     if variant:
         assert "acc30" not in summary and summary["camera_supervised"]
     else:

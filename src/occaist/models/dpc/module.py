@@ -42,7 +42,8 @@ from torch import Tensor, nn
 
 from occaist.geometry.point_renderer import render_point_cloud
 from occaist.geometry.quaternion import quaternion_conjugate, quaternion_multiply
-from occaist.metrics.point_cloud import ChamferDistance, chamfer_distance
+from occaist.metrics.mask import MaskXOR, mask_xor
+from occaist.metrics.point_cloud import ChamferDistance
 from occaist.metrics.pose import PoseAccuracy, median_upper, quaternion_angle_deg
 from occaist.models.dpc.alignment import AlignmentCollector, apply_alignment, icp_rotation
 from occaist.models.dpc.losses import (
@@ -138,6 +139,8 @@ class PointCloudPoseNet(pl.LightningModule):
         self.test_chamfer = ChamferDistance()
         self.val_pose = PoseAccuracy(pose_threshold_deg)
         self.test_pose = PoseAccuracy(pose_threshold_deg)
+        self.val_mask_xor = MaskXOR()
+        self.test_mask_xor = MaskXOR()
         self.val_alignment = AlignmentCollector(align_top_views, align_top_models)
         self._test_records: list[dict[str, Any]] = []
 
@@ -314,8 +317,12 @@ class PointCloudPoseNet(pl.LightningModule):
             "raw_points": pred["points"],
         }
 
-    def _eval_projection_loss(self, batch: dict[str, Any], pred: dict[str, Tensor]) -> Tensor:
-        """Projection loss of each view's own cloud under its predicted (or GT) pose."""
+    def _eval_projection(
+        self, batch: dict[str, Any], pred: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Each view's own cloud rendered under its predicted (or GT) pose: the projection loss,
+        the silhouettes ``(B, V, G, G)`` and the masks at render size ``(B, V, G, G)``."""
+        b, v = batch["image"].shape[:2]
         quats = batch["quaternion"] if self.hparams.camera_supervised else pred["raw_pose"]
         points = pred["points"] if self.hparams.camera_supervised else pred["raw_points"]
         sil = self.render(
@@ -325,16 +332,24 @@ class PointCloudPoseNet(pl.LightningModule):
             self.hparams.eval_sigma,
         )
         target = self._masks_at_render_size(batch["mask"].flatten(0, 1))
-        return 0.5 * (sil - target).pow(2).flatten(1).sum(-1).mean()
+        loss = 0.5 * (sil - target).pow(2).flatten(1).sum(-1).mean()
+        return loss, sil.view(b, v, *sil.shape[1:]), target.view(b, v, *target.shape[1:])
 
     def _update_metrics(
         self,
         batch: dict[str, Any],
         pred: dict[str, Tensor],
-        chamfer: ChamferDistance,
-        pose_metric: PoseAccuracy,
+        silhouettes: Tensor,
+        masks: Tensor,
+        split: str,
         records: list[dict[str, Any]] | None,
     ) -> None:
+        """Chamfer, pose and mask-XOR metrics of ``split`` (and per-model ``records``)."""
+        chamfer: ChamferDistance = getattr(self, f"{split}_chamfer")
+        pose_metric: PoseAccuracy = getattr(self, f"{split}_pose")
+        xor_metric: MaskXOR = getattr(self, f"{split}_mask_xor")
+        xor = mask_xor(silhouettes, masks)  # (B, V): |S ⊕ M| / |M| at render size
+        xor_metric.update(silhouettes.flatten(0, 1), masks.flatten(0, 1))
         gt_q = batch["quaternion"]
         errors = None
         if "pose" in pred:
@@ -342,14 +357,17 @@ class PointCloudPoseNet(pl.LightningModule):
             pose_metric.update(pred["pose"], gt_q)
         for i in range(gt_q.shape[0]):
             n_gt = int(batch["num_points"][i]) if "num_points" in batch else 0
-            record: dict[str, Any] = {"model_id": batch["model_id"][i]}
+            record: dict[str, Any] = {
+                "model_id": batch["model_id"][i],
+                "mask_xor": float(xor[i].mean()),
+                "views": int(xor.shape[1]),
+            }
             if n_gt > 0:
                 gt = batch["points"][i, :n_gt]
                 chamfer.update(pred["points"][i], gt)
-                prec, cov = chamfer_distance(pred["points"][i], gt)
-                record.update(
-                    precision=100 * float(prec.mean()),
-                    coverage=100 * float(cov.mean()),
+                record.update(  # this model's view-averaged values, just appended
+                    precision=100 * float(chamfer.precision[-1]),
+                    coverage=100 * float(chamfer.coverage[-1]),
                 )
                 record["chamfer"] = record["precision"] + record["coverage"]
             if errors is not None:
@@ -390,9 +408,9 @@ class PointCloudPoseNet(pl.LightningModule):
         if batch is None:
             return
         pred = self._aligned_predictions(batch)
-        loss = self._eval_projection_loss(batch, pred)
+        loss, silhouettes, masks = self._eval_projection(batch, pred)
         self.log("val/loss_proj", loss, sync_dist=True, batch_size=batch["image"].shape[0])
-        self._update_metrics(batch, pred, self.val_chamfer, self.val_pose, None)
+        self._update_metrics(batch, pred, silhouettes, masks, "val", None)
         self._collect_alignment(batch, pred)
 
     def on_validation_epoch_end(self) -> None:
@@ -403,20 +421,23 @@ class PointCloudPoseNet(pl.LightningModule):
             out = self.val_pose.compute()
             self.log("val/acc30", out["accuracy"])
             self.log("val/median_deg", out["median_deg"])
+        if self.val_mask_xor.update_count:
+            self.log("val/mask_xor", self.val_mask_xor.compute())
         if self.val_alignment.update_count and not self.trainer.sanity_checking:
             self.reference_rotation.copy_(self.val_alignment.compute())
             log.info("global alignment q_ref = %s", self.reference_rotation.tolist())
         self.val_chamfer.reset()
         self.val_pose.reset()
+        self.val_mask_xor.reset()
         self.val_alignment.reset()
 
     def test_step(self, batch: dict[str, Any] | None, batch_idx: int) -> None:
         if batch is None:
             return
         pred = self._aligned_predictions(batch)
-        loss = self._eval_projection_loss(batch, pred)
+        loss, silhouettes, masks = self._eval_projection(batch, pred)
         self.log("test/loss_proj", loss, sync_dist=True, batch_size=batch["image"].shape[0])
-        self._update_metrics(batch, pred, self.test_chamfer, self.test_pose, self._test_records)
+        self._update_metrics(batch, pred, silhouettes, masks, "test", self._test_records)
 
     def on_test_epoch_start(self) -> None:
         self._test_records = []
@@ -458,8 +479,13 @@ class PointCloudPoseNet(pl.LightningModule):
                 median_deg=float(out["median_deg"]),
                 mean_deg=float(out["mean_deg"]),
             )
+        if self.test_mask_xor.update_count:
+            value = self.test_mask_xor.compute()
+            self.log("test/mask_xor", value)
+            summary["mask_xor"] = float(value)
         self.test_chamfer.reset()
         self.test_pose.reset()
+        self.test_mask_xor.reset()
         records = self._gather_records(self._test_records)
         if self.hparams.eval_output_dir and self.trainer.is_global_zero:
             self._write_eval_files(Path(self.hparams.eval_output_dir), summary, records)
@@ -489,7 +515,7 @@ class PointCloudPoseNet(pl.LightningModule):
             "split": split,
             "root": str(hp_data.get("root", "")),
             "models": len(records),
-            "views": int(sum(len(r.get("errors_deg", "").split()) for r in records)),
+            "views": int(sum(r["views"] for r in records)),
             "reference_rotation": self.reference_rotation.tolist(),
             "camera_supervised": bool(self.hparams.camera_supervised),
         }
@@ -500,6 +526,8 @@ class PointCloudPoseNet(pl.LightningModule):
             "chamfer",
             "acc",
             "median_deg",
+            "mask_xor",
+            "views",
             "errors_deg",
         ]
         atomic_write(
