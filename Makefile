@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(PY) -m occaist.pipelines.aist_study budget=demo
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=15
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=20 --nbmake tests notebooks
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow"
