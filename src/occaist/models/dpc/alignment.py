@@ -179,15 +179,17 @@ class AlignmentCollector(Metric):
         self.add_state("rotations", default=[], dist_reduce_fx="cat")
 
     def update(self, model_index: Tensor, rmse: Tensor, rotations: Tensor) -> None:
+        # states are kept 1D so that ranks without any update gather cleanly (empty tensors)
         self.model_index.append(model_index.reshape(-1).long())
-        self.rmse.append(rmse.float())
-        self.rotations.append(rotations.float())
+        self.rmse.append(rmse.float().reshape(-1))
+        self.rotations.append(rotations.float().reshape(-1))
 
     def compute(self) -> Tensor:
         identity = torch.tensor([1.0, 0.0, 0.0, 0.0], device=self.device)
-        if not self.model_index:
+        index = dim_zero_cat(self.model_index) if len(self.model_index) else None
+        if index is None or index.numel() == 0:
             return identity
-        index = dim_zero_cat(self.model_index)
+        index = index.long()
         rmse = dim_zero_cat(self.rmse).reshape(index.shape[0], -1)
         rotations = dim_zero_cat(self.rotations).reshape(index.shape[0], -1, 4)
         order = index.argsort()  # the same, rank-independent order of models

@@ -414,16 +414,16 @@ class PointCloudPoseNet(pl.LightningModule):
         self._collect_alignment(batch, pred)
 
     def on_validation_epoch_end(self) -> None:
-        if self.val_chamfer.update_count:
+        if self._updated_anywhere(self.val_chamfer):
             for key, value in self.val_chamfer.compute().items():
                 self.log(f"val/{key}", value)
-        if self.val_pose.update_count:
+        if self._updated_anywhere(self.val_pose):
             out = self.val_pose.compute()
             self.log("val/acc30", out["accuracy"])
             self.log("val/median_deg", out["median_deg"])
-        if self.val_mask_xor.update_count:
+        if self._updated_anywhere(self.val_mask_xor):
             self.log("val/mask_xor", self.val_mask_xor.compute())
-        if self.val_alignment.update_count and not self.trainer.sanity_checking:
+        if self._updated_anywhere(self.val_alignment) and not self.trainer.sanity_checking:
             self.reference_rotation.copy_(self.val_alignment.compute())
             log.info("global alignment q_ref = %s", self.reference_rotation.tolist())
         self.val_chamfer.reset()
@@ -459,18 +459,18 @@ class PointCloudPoseNet(pl.LightningModule):
             pred = self.predict_views(batch["image"])
             raw = {"raw_points": pred["points"], "raw_pose": pred["pose"]}
             self._collect_alignment(batch, raw)
-        if self.val_alignment.update_count:
+        if self._updated_anywhere(self.val_alignment):
             self.reference_rotation.copy_(self.val_alignment.compute())
             log.info("global alignment re-estimated for testing: %s", self.reference_rotation)
         self.val_alignment.reset()
 
     def on_test_epoch_end(self) -> None:
         summary: dict[str, Any] = {}
-        if self.test_chamfer.update_count:
+        if self._updated_anywhere(self.test_chamfer):
             for key, value in self.test_chamfer.compute().items():
                 self.log(f"test/{key}", value)
                 summary[key] = float(value)
-        if self.test_pose.update_count:
+        if self._updated_anywhere(self.test_pose):
             out = self.test_pose.compute()
             self.log("test/acc30", out["accuracy"])
             self.log("test/median_deg", out["median_deg"])
@@ -479,7 +479,7 @@ class PointCloudPoseNet(pl.LightningModule):
                 median_deg=float(out["median_deg"]),
                 mean_deg=float(out["mean_deg"]),
             )
-        if self.test_mask_xor.update_count:
+        if self._updated_anywhere(self.test_mask_xor):
             value = self.test_mask_xor.compute()
             self.log("test/mask_xor", value)
             summary["mask_xor"] = float(value)
@@ -489,6 +489,13 @@ class PointCloudPoseNet(pl.LightningModule):
         records = self._gather_records(self._test_records)
         if self.hparams.eval_output_dir and self.trainer.is_global_zero:
             self._write_eval_files(Path(self.hparams.eval_output_dir), summary, records)
+
+    def _updated_anywhere(self, metric: Any) -> bool:
+        """Whether any rank updated ``metric`` (so that every rank calls ``compute`` together)."""
+        count = torch.tensor(float(metric.update_count), device=self.device)
+        if self._trainer is not None and self.trainer.world_size > 1:
+            count = self.trainer.strategy.reduce(count, reduce_op="sum")
+        return bool(count > 0)
 
     def _gather_records(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
