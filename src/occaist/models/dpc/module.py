@@ -239,9 +239,6 @@ class PointCloudPoseNet(pl.LightningModule):
             loss_st = student_loss(teacher, pose["student"], hp.student_loss).mean()
             loss = loss + hp.student_loss_weight * loss_st
             self.log("train/loss_student", loss_st)
-            with torch.no_grad():
-                err = quaternion_angle_deg(teacher, batch["quaternion"].flatten(0, 1))
-            self.log("train/teacher_error_deg", err.mean())
         if hp.weight_decay > 0:
             loss_reg = hp.weight_decay * weight_l2(self.net)
             loss = loss + loss_reg
