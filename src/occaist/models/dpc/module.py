@@ -30,6 +30,7 @@ CSV/JSON files (and the alignment) into ``eval_output_dir``.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,7 @@ class PointCloudPoseNet(pl.LightningModule):
         images, masks = batch["image"], batch["mask"]  # (B, V, 3, H, W), (B, V, 1, H, W)
         b, v = images.shape[:2]
         sigma, keep = self.current_sigma(), self.current_keep_prob()
+        log_value = functools.partial(self.log, batch_size=b, sync_dist=True)
         target = self._masks_at_render_size(masks.flatten(0, 1))  # (BV, G, G)
         if hp.camera_supervised:
             features = self.net.encode(images[:, 0])
@@ -233,19 +235,19 @@ class PointCloudPoseNet(pl.LightningModule):
         silhouettes = silhouettes.view(b * v, k, *silhouettes.shape[-2:])
         loss_proj, winner, _ = min_projection_loss(silhouettes, target)
         loss = loss_proj
-        self.log("train/loss_proj", loss_proj, prog_bar=True)
+        log_value("train/loss_proj", loss_proj, prog_bar=True)
         if not hp.camera_supervised:
             teacher = quats.gather(1, winner[:, None, None].expand(-1, 1, 4)).squeeze(1)
             loss_st = student_loss(teacher, pose["student"], hp.student_loss).mean()
             loss = loss + hp.student_loss_weight * loss_st
-            self.log("train/loss_student", loss_st)
+            log_value("train/loss_student", loss_st)
         if hp.weight_decay > 0:
             loss_reg = hp.weight_decay * weight_l2(self.net)
             loss = loss + loss_reg
-            self.log("train/loss_reg", loss_reg)
-        self.log("train/loss", loss, prog_bar=True)
-        self.log("train/sigma", sigma)
-        self.log("train/keep_prob", keep)
+            log_value("train/loss_reg", loss_reg)
+        log_value("train/loss", loss, prog_bar=True)
+        self.log("train/sigma", sigma, batch_size=b)
+        self.log("train/keep_prob", keep, batch_size=b)
         every = hp.image_log_every_n_steps
         if every and self.global_step % every == 0 and self._image_logger() is not None:
             self._log_panels(images, target.view(b, v, *target.shape[-2:]), silhouettes, shape)
