@@ -137,11 +137,11 @@ def train_step_timing(args: argparse.Namespace, device: torch.device) -> dict[st
     }
     original = model.render
 
-    def stand_in(points, quaternions, scale, sigma, return_depth=False):
+    def stand_in(points, quaternions, scale, sigma, rgb=None):
         """A near-free differentiable stand-in for the renderer: same output shape."""
         g = args.grid
         value = 0.5 + 0.0 * (points.mean((1, 2)) + quaternions.mean(-1) + scale)
-        return value[:, None, None].expand(-1, g, g)
+        return {"silhouette": value[:, None, None].expand(-1, g, g)}
 
     def step() -> None:
         optimizer.zero_grad()

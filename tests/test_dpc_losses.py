@@ -80,3 +80,10 @@ def test_subsample_keeps_floor_n_keep_distinct_points_per_cloud() -> None:
         rows = {tuple(r) for r in kept[b].tolist()}
         assert len(rows) == kept.shape[1] and rows <= {tuple(r) for r in points[b].tolist()}
     assert subsample_points(points, 1.0) is points
+
+
+def test_subsample_keeps_features_with_their_points() -> None:
+    points = torch.rand(3, 50, 3, generator=torch.Generator().manual_seed(2))
+    kept = subsample_points(torch.cat((points, 2 * points), -1), 0.3)
+    assert kept.shape == (3, 15, 6)
+    torch.testing.assert_close(kept[..., 3:], 2 * kept[..., :3])

@@ -37,8 +37,12 @@ def _root(world: Path) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "variant",
-    [[], ["model.camera_supervised=true", "model.net.predict_pose=false", "model.projection=max"]],
-    ids=["unsupervised", "camera_supervised_max"],
+    [
+        [],
+        ["model.camera_supervised=true", "model.net.predict_pose=false", "model.projection=max"],
+        ["model.net.predict_rgb=true", "model.rgb_loss_weight=1.0"],
+    ],
+    ids=["unsupervised", "camera_supervised_max", "rgb_loss"],
 )
 def test_fast_dev_run_writes_the_evaluation(tiny_world: Path, tmp_path: Path, variant) -> None:
     overrides = ["experiment=dpc_baseline", _root(tiny_world), "trainer.fast_dev_run=true",
@@ -46,6 +50,7 @@ def test_fast_dev_run_writes_the_evaluation(tiny_world: Path, tmp_path: Path, va
     with composed(overrides, output_dir=tmp_path) as cfg:
         metrics, _ = train(cfg)
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    assert ("train/loss_rgb" in metrics) == ("model.rgb_loss_weight=1.0" in variant)
     summary = json.loads((tmp_path / "eval" / "summary_test.json").read_text())
     rows = list(csv.DictReader((tmp_path / "eval" / "per_model_test.csv").open()))
     assert summary["models"] == len(rows) == 2  # fast_dev_run: one test batch of two models
@@ -54,7 +59,7 @@ def test_fast_dev_run_writes_the_evaluation(tiny_world: Path, tmp_path: Path, va
     assert summary["views"] == 10 and summary["mask_xor"] == pytest.approx(
         sum(float(r["mask_xor"]) for r in rows) / 2, rel=1e-5
     )
-    if variant:
+    if "model.camera_supervised=true" in variant:
         assert "acc30" not in summary and summary["camera_supervised"]
     else:
         assert 0.0 <= summary["acc30"] <= 1.0 and 0.0 <= summary["median_deg"] <= 180.0

@@ -70,12 +70,13 @@ def weight_l2(module: nn.Module) -> Tensor:
 
 
 def subsample_points(points: Tensor, keep_prob: float, generator=None) -> Tensor:
-    """Keep ``⌊N·keep⌋`` points of each cloud ``(P, N, 3)``, drawn without replacement
-    independently per cloud (upstream's point "dropout"; ``keep_prob`` is the kept fraction)."""
+    """Keep ``⌊N·keep⌋`` points of each cloud ``(P, N, D)``, drawn without replacement
+    independently per cloud (upstream's point "dropout"; ``keep_prob`` is the kept fraction).
+    Per-point features (colours) stay with their points when concatenated along D."""
     n = points.shape[1]
     keep = max(1, int(n * keep_prob))
     if keep >= n:
         return points
     scores = torch.rand(points.shape[:2], device=points.device, generator=generator)
     idx = scores.topk(keep, dim=1).indices  # (P, keep)
-    return points.gather(1, idx[..., None].expand(-1, -1, 3))
+    return points.gather(1, idx[..., None].expand(-1, -1, points.shape[-1]))

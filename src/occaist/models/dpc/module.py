@@ -94,6 +94,9 @@ class PointCloudPoseNet(pl.LightningModule):
         realign_on_test: re-estimate the global alignment from the datamodule's validation split
             before testing (upstream computes it on the evaluated dataset's val split) instead
             of using the one stored by the last validation epoch.
+        rgb_loss_weight: weight of upstream's ``pc_rgb`` colour loss, ``½‖I − C‖²`` per image
+            between the input (resized to G) and the rendered colours of the winning candidate
+            (needs ``net.predict_rgb``; 0 = off, the default of the experiments).
     """
 
     def __init__(
@@ -125,6 +128,7 @@ class PointCloudPoseNet(pl.LightningModule):
         eval_sigma: float = 0.5,
         render_chunk_size: int | None = 16,
         realign_on_test: bool = False,
+        rgb_loss_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["net"])
@@ -134,6 +138,8 @@ class PointCloudPoseNet(pl.LightningModule):
             raise ValueError(f"student_loss must be 'code' or 'thesis', got {student_loss!r}")
         if not camera_supervised and not getattr(net, "predict_pose", True):
             raise ValueError("unsupervised DPC needs a net with predict_pose=true")
+        if rgb_loss_weight > 0 and not getattr(net, "predict_rgb", False):
+            raise ValueError("rgb_loss_weight > 0 needs a net with predict_rgb=true")
         self.net = net
         self.register_buffer("reference_rotation", torch.tensor([1.0, 0.0, 0.0, 0.0]))
         self.val_chamfer = ChamferDistance()
@@ -164,11 +170,12 @@ class PointCloudPoseNet(pl.LightningModule):
         quaternions: Tensor,
         scale: Tensor | None,
         sigma: float,
-        return_depth: bool = False,
-    ) -> Tensor:
-        """Silhouettes ``(P, G, G)`` of clouds ``(P, N, 3)`` under poses ``(P, 4)``."""
+        rgb: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """``silhouette`` ``(P, G, G)`` (and ``rgb`` ``(P, 3, G, G)`` for colours ``(P, N, 3)``)
+        of clouds ``(P, N, 3)`` under poses ``(P, 4)``."""
         hp = self.hparams
-        out = render_point_cloud(
+        return render_point_cloud(
             points,
             quaternions,
             vox_size=hp.vox_size,
@@ -176,10 +183,10 @@ class PointCloudPoseNet(pl.LightningModule):
             kernel_size=hp.gauss_kernel_size,
             scale=scale,
             projection=hp.projection,
-            return_depth=return_depth,
+            return_depth=False,
+            rgb=rgb,
             chunk_size=hp.render_chunk_size,
         )
-        return out["silhouette"]
 
     def _masks_at_render_size(self, masks: Tensor) -> Tensor:
         """Masks ``(n, 1, H, W)`` -> ``(n, G, G)`` (bilinear, as upstream's 128 -> 64)."""
@@ -228,14 +235,30 @@ class PointCloudPoseNet(pl.LightningModule):
             quats = pose["candidates"]  # (BV, K, 4)
             candidates_per_view = quats.shape[1]
         k = candidates_per_view
-        points = shape["points"][:, None, None].expand(-1, v, k, -1, -1)  # (B, V, K, N, 3)
-        points = subsample_points(points.reshape(b * v * k, -1, 3), keep)
+        use_rgb = hp.rgb_loss_weight > 0
+        cloud = shape["points"]  # (B, N, 3), with its colours alongside when they are used
+        if use_rgb:
+            cloud = torch.cat((cloud, shape["rgb"]), dim=-1)  # (B, N, 6)
+        cloud = cloud[:, None, None].expand(-1, v, k, -1, -1)  # (B, V, K, N, 3 or 6)
+        cloud = subsample_points(cloud.reshape(b * v * k, -1, cloud.shape[-1]), keep)
         scale = shape["scale"][:, None].expand(-1, v * k).reshape(-1)
-        silhouettes = self.render(points, quats.reshape(-1, 4), scale, sigma)
-        silhouettes = silhouettes.view(b * v, k, *silhouettes.shape[-2:])
+        rendered = self.render(
+            cloud[..., :3], quats.reshape(-1, 4), scale, sigma, cloud[..., 3:] if use_rgb else None
+        )
+        silhouettes = rendered["silhouette"].view(b * v, k, *target.shape[-2:])
         loss_proj, winner, _ = min_projection_loss(silhouettes, target)
         loss = loss_proj
         log_value("train/loss_proj", loss_proj, prog_bar=True)
+        if use_rgb:
+            colours = rendered["rgb"].view(b * v, k, 3, *target.shape[-2:])
+            colours = colours[torch.arange(b * v, device=self.device), winner]  # (BV, 3, G, G)
+            g = hp.vox_size
+            image = F.interpolate(
+                images.flatten(0, 1), size=(g, g), mode="bilinear", align_corners=False
+            )
+            loss_rgb = 0.5 * (image - colours).pow(2).flatten(1).sum(-1).mean()
+            loss = loss + hp.rgb_loss_weight * loss_rgb
+            log_value("train/loss_rgb", loss_rgb)
         if not hp.camera_supervised:
             teacher = quats.gather(1, winner[:, None, None].expand(-1, 1, 4)).squeeze(1)
             loss_st = student_loss(teacher, pose["student"], hp.student_loss).mean()
@@ -288,7 +311,7 @@ class PointCloudPoseNet(pl.LightningModule):
         side_view = torch.tensor([[0.924, 0.0, 0.383, 0.0]], device=self.device)  # 45° about y
         cloud = self.render(
             shape["points"][:n], side_view.expand(n, 4), None, self.hparams.eval_sigma
-        )
+        )["silhouette"]
         rows = [inputs, masks[:n, 0, None].expand(-1, 3, -1, -1)]
         rows += [sil[:, i, None].expand(-1, 3, -1, -1) for i in range(k)]
         rows.append(cloud[:, None].expand(-1, 3, -1, -1))
@@ -329,7 +352,7 @@ class PointCloudPoseNet(pl.LightningModule):
             quats.flatten(0, 1),
             pred["scale"].flatten(),
             self.hparams.eval_sigma,
-        )
+        )["silhouette"]
         target = self._masks_at_render_size(batch["mask"].flatten(0, 1))
         loss = 0.5 * (sil - target).pow(2).flatten(1).sum(-1).mean()
         return loss, sil.view(b, v, *sil.shape[1:]), target.view(b, v, *target.shape[1:])
