@@ -107,3 +107,13 @@ def test_objective_value_turns_nan_into_penalty() -> None:
     assert math.isfinite(objective_value({"val/loss": float("inf")}, "val/loss"))
     with pytest.raises(KeyError, match="val/other"):
         objective_value({"val/loss": 1.0}, "val/other")
+
+
+def test_default_callbacks_instantiate_with_constructor_defaults() -> None:
+    """Constructor defaults that YAML cannot express (objects) are left to the constructor."""
+    from hydra.utils import instantiate
+
+    with composed(["callbacks=default"]) as cfg:
+        callbacks = {name: instantiate(node) for name, node in cfg.callbacks.items()}
+    assert callbacks["rich_progress_bar"].theme is not None
+    assert callbacks["model_checkpoint"].save_last is True

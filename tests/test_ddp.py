@@ -5,13 +5,18 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from PIL import Image
 
+from occaist.cli import train
 from occaist.metrics import PCK, ChamferDistance, MaskXOR, PoseAccuracy
+from occaist.utils.compose import composed
 
 WORLD = 2
 
@@ -73,3 +78,53 @@ def test_metrics_under_ddp_equal_single_process() -> None:
     assert set(distributed) == set(single)
     for key, value in single.items():
         torch.testing.assert_close(distributed[key], value, equal_nan=True, msg=key)
+
+
+def _write_segments(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for i in range(4):
+            rgba = rng.integers(0, 255, (40, 40, 4), dtype=np.uint8)
+            rgba[..., 3] = 0
+            rgba[8:32, 6:34, 3] = 255
+            Image.fromarray(rgba, "RGBA").save(root / split / f"seg_{i}.png")
+    return root
+
+
+DDP_COMMON = ["trainer=ddp_cpu", "trainer.devices=2", "trainer.fast_dev_run=true",
+              "data.num_workers=0", "~logger", "callbacks=none"]  # fmt: skip
+
+
+def _ddp_overrides(name: str, world: Path, tmp: Path) -> list[str]:
+    if name == "dpc_baseline":
+        return [f"data.root={world / 'shapenet_renders'}", "data.image_size=32",
+                "data.batch_size=2", "data.views_per_model=2", "data.eval_batch_size=2",
+                "model.net.num_points=200", "model.vox_size=16", "model.gauss_kernel_size=5",
+                "model.icp_iterations=2"]  # fmt: skip
+    if name == "aist_constrained":
+        return [f"data.renders_root={world / 'shapenet_renders'}",
+                f"data.prepared_root={_write_segments(tmp / 'prepared')}",
+                "model.generator_channels=4", "model.generator_blocks=1",
+                "model.discriminator_channels=4", "model.res_weights=null",
+                "data.image_size=32", "data.batch_size=2"]  # fmt: skip
+    if name == "occnet_synthetic":
+        return [f"data.root={world / 'carfusion'}", "model.net.min_size=96",
+                "model.net.max_size=128", "model.net.box_batch_size_per_image=16",
+                "data.batch_size=1"]  # fmt: skip
+    raise KeyError(name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["dpc_baseline", "aist_constrained", "occnet_synthetic"])
+def test_every_module_trains_under_ddp_on_two_processes(
+    experiment: str, tiny_world: Path, tmp_path: Path
+) -> None:
+    overrides = [f"experiment={experiment}", *DDP_COMMON,
+                 *_ddp_overrides(experiment, tiny_world, tmp_path)]  # fmt: skip
+    with composed(overrides, output_dir=tmp_path / "run") as cfg:
+        _, objects = train(cfg)
+    trainer = objects["trainer"]
+    assert trainer.world_size == 2
+    assert trainer.strategy.__class__.__name__ == "DDPStrategy"
+    assert trainer.state.finished

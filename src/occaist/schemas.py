@@ -108,6 +108,15 @@ def _omegaconf_type(hint: Any, default: Any) -> Any:
     return Any
 
 
+def _is_object_default(value: Any) -> bool:
+    """Whether a signature default is an object OmegaConf cannot hold (not None/primitive)."""
+    return not (
+        value is inspect.Parameter.empty
+        or value is None
+        or isinstance(value, (*_PRIMITIVES, Enum, tuple, list, dict))
+    )
+
+
 def _field_default(value: Any) -> Any:
     if value is inspect.Parameter.empty:
         return field(default=MISSING)
@@ -119,7 +128,7 @@ def _field_default(value: Any) -> Any:
         return field(default_factory=lambda: dict(items))
     if value is None or isinstance(value, (*_PRIMITIVES, Enum)):
         return field(default=value)
-    return field(default=None)  # an object default (a module, a callable): set in YAML instead
+    return field(default=None)  # an object default that the YAML sets explicitly
 
 
 def _signature_params(target: Any) -> tuple[list[inspect.Parameter], dict[str, Any], bool]:
@@ -160,6 +169,10 @@ def schema_for_node(node: Mapping[str, Any], name: str) -> type:
         if isinstance(sub, Mapping) and "_target_" in sub:
             sub_schema = schema_for_node(sub, f"{name}_{p.name}")
             fields.append((p.name, Optional[sub_schema], field(default=None)))  # noqa: UP045
+            continue
+        if _is_object_default(p.default) and p.name not in node:
+            # an object default (a theme, a module) has no YAML form: leave it to the
+            # constructor instead of passing None; a YAML that sets the key gets an Any field
             continue
         typ = _omegaconf_type(hints.get(p.name, p.annotation), p.default)
         fields.append((p.name, typ, _field_default(p.default)))
