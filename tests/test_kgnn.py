@@ -80,6 +80,9 @@ def test_encoder_decoder_shapes_and_eval_determinism() -> None:
     logits = enc(nodes)
     assert logits.shape == (3, 182, 2)
     assert GraphEncoder(14, 17, 32, factor=True)(nodes).shape == (3, 182, 2)
+    enc.eval()
+    h = enc.mlp1(nodes)
+    assert torch.allclose(enc._edge_fc1(h), enc.mlp2.fc1(enc.node2edge(h)), atol=1e-5)
     out = dec(nodes, logits)
     assert out.shape == nodes.shape
     assert torch.equal(out[..., 3:], nodes[..., 3:])  # type one-hot carried unchanged
