@@ -205,7 +205,6 @@ class GraphEncoder(_Graph):
         e = self.mlp4(torch.cat([e, skip], dim=-1))
         return self.fc_out(e)
 
-
     def _edge_fc1(self, h: Tensor) -> Tensor:
         """``mlp2.fc1(node2edge(h))`` without forming the ``(N, E, 2H)`` edge input: the linear
         layer splits into receiver and sender halves applied per node, then gathered (exact;
