@@ -109,11 +109,11 @@ def test_objective_value_turns_nan_into_penalty() -> None:
         objective_value({"val/loss": 1.0}, "val/other")
 
 
-def test_default_callbacks_instantiate_with_constructor_defaults() -> None:
+def test_default_callbacks_instantiate_with_constructor_defaults(tmp_path: Path) -> None:
     """Constructor defaults that YAML cannot express (objects) are left to the constructor."""
     from hydra.utils import instantiate
 
-    with composed(["callbacks=default"]) as cfg:
+    with composed(["callbacks=default"], output_dir=tmp_path) as cfg:
         callbacks = {name: instantiate(node) for name, node in cfg.callbacks.items()}
     assert callbacks["rich_progress_bar"].theme is not None
     assert callbacks["model_checkpoint"].save_last is True
