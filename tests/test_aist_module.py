@@ -171,7 +171,6 @@ def test_experiment_fast_dev_run(experiment, tree, tmp_path):
         f"data.prepared_root={prepared}",
         "trainer.fast_dev_run=true",
         "logger=csv",
-        "~callbacks.rich_progress_bar",
         *TINY_OVERRIDES,
     ]
     with composed(overrides, output_dir=tmp_path) as cfg:
@@ -192,7 +191,6 @@ def test_first_command_without_data_names_path_and_fix(tmp_path):
         "experiment=aist_constrained",
         f"paths.data_dir={tmp_path}",
         "logger=csv",
-        "~callbacks.rich_progress_bar",
         *TINY_OVERRIDES,
     ]
     with (
