@@ -237,3 +237,29 @@ def test_ddp_gets_find_unused_parameters():
     model.trainer = trainer
     model.setup("fit")
     assert trainer.strategy._ddp_kwargs["find_unused_parameters"] is True
+
+
+def test_image_panels_reach_tensorboard(tree, tmp_path):
+    from pytorch_lightning.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = TensorBoardLogger(str(tmp_path), name="tb")
+    model = AISTCycleGAN(**TINY, image_log_every_n_steps=1)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, _datamodule(tree))
+    events = EventAccumulator(logger.log_dir)
+    events.Reload()
+    tags = events.Tags()["images"]
+    assert {"train/panel", "val/panel"} <= set(tags)
+    panel = events.Images("train/panel")[0]
+    assert panel.width == 5 * 32 + 6 * 2 and panel.height == 2 * 32 + 3 * 2  # 5 x 2 tiles
