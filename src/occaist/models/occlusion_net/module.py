@@ -233,6 +233,13 @@ class _EvalMixin:
             for p in self.predictors
         }
         plot_pck_curves(curves, out_dir / "pck_curves.png", title="occluded keypoints")
+        for n in buckets:  # the paper's figures: one per number of occluded keypoints
+            by_n = {
+                self._label(p): (table[p]["_alphas"], table[p]["_curve"][f"all_{n}"])
+                for p in self.predictors
+            }
+            title = f"{n}/{len(EVALUATED_KEYPOINTS)} occluded"
+            plot_pck_curves(by_n, out_dir / f"pck_curves_occ{n}.png", title=title)
         log.info("wrote %s", out_dir / "occnet_eval.md")
 
 
