@@ -34,6 +34,7 @@ def _check_report(out: Path, predictors: tuple[str, ...]) -> None:
     data = json.loads((out / "occnet_eval.json").read_text())
     assert set(data["pck"]) >= {"heatmap", "kgnn2d", "kgnn3d"}
     assert (out / "pck_curves.png").is_file()
+    assert list(out.glob("pck_curves_occ*.png"))  # one per occlusion count present
 
 
 @pytest.mark.slow
