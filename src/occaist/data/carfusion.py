@@ -240,20 +240,26 @@ def _multiview_targets(
     others = [v for v in views if v is not rec and inst in v.keypoints and v.camera is not None]
     if rec.camera is None or len(others) < 2:
         return out
-    for j in range(k):
-        seen = [v for v in others if v.keypoints[inst][j, 2] == 2]
-        if len(seen) < 2:
-            continue
-        Ps = torch.as_tensor(np.stack([v.camera for v in seen]))
-        xs = torch.as_tensor(np.stack([v.keypoints[inst][j, :2] for v in seen]))
-        X = triangulate(Ps, xs)
-        out["tri_target"][j] = project(torch.as_tensor(rec.camera), X).numpy()
-        out["tri_mask"][j] = True
-        for slot, v in enumerate(seen[:2]):
-            s = float(max(v.width, v.height))
-            out["mv_cameras"][j, slot] = np.diag([1 / s, 1 / s, 1.0]) @ v.camera
-            out["mv_points"][j, slot] = v.keypoints[inst][j, :2] / s
-        out["mv_mask"][j] = True
+    Ps = torch.as_tensor(np.stack([v.camera for v in others]))  # (V, 3, 4)
+    kps = np.stack([v.keypoints[inst] for v in others])  # (V, K, 3)
+    seen = kps[..., 2] == 2  # (V, K) visible in the other view
+    usable = seen.sum(axis=0) >= 2  # (K,)
+    if not usable.any():
+        return out
+    X = triangulate(  # all keypoints at once, each from the views where it is visible
+        Ps.expand(k, *Ps.shape),
+        torch.as_tensor(kps[..., :2]).transpose(0, 1),
+        torch.as_tensor(seen).transpose(0, 1),
+    )  # (K, 3); undefined where not usable
+    reproj = project(torch.as_tensor(rec.camera), X[torch.as_tensor(usable)]).numpy()
+    out["tri_target"][usable] = reproj
+    out["tri_mask"] = usable
+    scale = np.array([1.0 / max(v.width, v.height) for v in others])  # (V,)
+    for j in np.flatnonzero(usable):
+        for slot, i in enumerate(np.flatnonzero(seen[:, j])[:2]):
+            out["mv_cameras"][j, slot] = np.diag([scale[i], scale[i], 1.0]) @ others[i].camera
+            out["mv_points"][j, slot] = kps[i, j, :2] * scale[i]
+    out["mv_mask"] = usable.copy()
     return out
 
 
@@ -286,11 +292,21 @@ class CarFusionDataset(Dataset):
         self.transform = transform
         self.multiview = multiview
         self._views: dict[tuple[str, str], list[FrameRecord]] = defaultdict(list)
+        self._mv_cache: dict[tuple[int, int], dict[str, np.ndarray]] = {}
         for rec in records:
             self._views[(rec.sequence, rec.frame)].append(rec)
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def _multiview(self, index: int, inst: int) -> dict[str, np.ndarray]:
+        """Multi-view targets of one instance, cached (they do not depend on augmentation)."""
+        key = (index, inst)
+        if key not in self._mv_cache:
+            rec = self.records[index]
+            views = self._views[(rec.sequence, rec.frame)]
+            self._mv_cache[key] = _multiview_targets(rec, inst, views)
+        return self._mv_cache[key]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         rec = self.records[index]
@@ -301,8 +317,7 @@ class CarFusionDataset(Dataset):
         boxes = np.stack([rec.boxes[i] for i in instances]).reshape(-1, 4)
         extra: dict[str, np.ndarray] = {}
         if self.multiview:
-            views = self._views[(rec.sequence, rec.frame)]
-            mv = [_multiview_targets(rec, i, views) for i in instances]
+            mv = [self._multiview(index, i) for i in instances]
             extra = {key: np.stack([m[key] for m in mv]) for key in mv[0]} if mv else {}
         camera = rec.camera
         if self.transform is not None:
