@@ -156,6 +156,9 @@ def test_channel_mode_builds_rgba_networks(tree):
     _trainer(1, batches=1).fit(model, _datamodule(tree, channels=4))
     with pytest.raises(ValueError, match="alpha_mode"):
         AISTCycleGAN(**{**TINY, "alpha_mode": "soft"})
+    rgb = {"A": torch.zeros(1, 3, 32, 32), "B": torch.zeros(1, 3, 32, 32)}
+    with pytest.raises(ValueError, match=r"data\.channels=4"):
+        model.validation_step(rgb, 0)
 
 
 @pytest.mark.slow

@@ -155,8 +155,7 @@ class AISTCycleGAN(pl.LightningModule):
             raise ValueError(f"lr_policy must be one of {LR_POLICIES}, got {lr_policy!r}")
         self.save_hyperparameters(logger=False)
         self.automatic_optimization = False
-        channels = 4 if alpha_mode == "channel" else 3
-        self.channels = channels
+        channels = 4 if alpha_mode == "channel" else 3  # RGBA networks only for true alpha
 
         def generator() -> ResnetGenerator:
             return ResnetGenerator(
@@ -262,6 +261,17 @@ class AISTCycleGAN(pl.LightningModule):
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def _inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """x, y from a batch, checked against the networks' channels (3 RGB, 4 RGBA)."""
+        x, y = batch["A"], batch["B"]
+        expected = self.G.in_channels
+        if x.shape[1] != expected or y.shape[1] != expected:
+            raise ValueError(
+                f"alpha_mode={self.hparams.alpha_mode!r} needs {expected}-channel images, the "
+                f"data gives {x.shape[1]}/{y.shape[1]}: set data.channels={expected}"
+            )
+        return self._format(x), self._format(y)
+
     def forward(self, x: Tensor) -> Tensor:
         """G(x): synthetic (B, C, H, W) in [-1, 1] -> stylized "real" images, same shape."""
         return self.G(self._format(x))
@@ -327,7 +337,7 @@ class AISTCycleGAN(pl.LightningModule):
         }
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        x, y = self._format(batch["A"]), self._format(batch["B"])
+        x, y = self._inputs(batch)
         opt_g, opt_d = self.optimizers()
 
         self.toggle_optimizer(opt_g)  # D_X, D_Y frozen
@@ -373,7 +383,7 @@ class AISTCycleGAN(pl.LightningModule):
     # ----------------------------------------------------------------------------- evaluation
     def _evaluate(self, split: str, batch: dict[str, Tensor], batch_idx: int) -> None:
         metrics = self.val_metrics if split == "val" else self.test_metrics
-        x, y = self._format(batch["A"]), self._format(batch["B"])
+        x, y = self._inputs(batch)
         fake_y = self.G(x)
         rec_x = self.F(fake_y)
         fake_x = self.F(y)
