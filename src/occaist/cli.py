@@ -54,6 +54,7 @@ def _build(cfg: DictConfig) -> dict[str, Any]:
     model = hydra.utils.instantiate(cfg.model)
     callbacks = instantiate_collection(cfg.get("callbacks"), "callback")
     loggers = instantiate_collection(cfg.get("logger"), "logger")
+    _prepare_spawn(cfg)
     log.info("instantiating trainer <%s>", cfg.trainer._target_)
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return {
@@ -64,6 +65,19 @@ def _build(cfg: DictConfig) -> dict[str, Any]:
         "logger": loggers,
         "trainer": trainer,
     }
+
+
+def _prepare_spawn(cfg: DictConfig) -> None:
+    """Before ``ddp_spawn`` pickles the module to its workers, share tensors through files.
+
+    The default ``file_descriptor`` strategy passes one descriptor per tensor storage to every
+    spawned process; with hundreds of storages (the CycleGAN's four networks plus ResNet-18)
+    the spawn fails with ``bad value(s) in fds_to_keep``. ``file_system`` has no such limit.
+    """
+    if "spawn" in str(cfg.trainer.get("strategy", "")):
+        import torch.multiprocessing
+
+        torch.multiprocessing.set_sharing_strategy("file_system")
 
 
 def log_hyperparameters(objects: dict[str, Any]) -> None:
