@@ -266,3 +266,30 @@ def test_image_panels_reach_tensorboard(tree, tmp_path):
     assert {"train/panel", "val/panel"} <= set(tags)
     panel = events.Images("train/panel")[0]
     assert panel.width == 5 * 32 + 6 * 2 and panel.height == 2 * 32 + 3 * 2  # 5 x 2 tiles
+
+
+@pytest.mark.slow
+def test_ddp_cpu_two_processes(tree, tmp_path):
+    """Two gloo processes (trainer=ddp_cpu): DistributedSampler injected, both halves step."""
+    import occaist.cli
+    from tests.helpers import composed
+
+    renders, prepared = tree
+    overrides = [
+        "experiment=aist_constrained",
+        f"data.renders_root={renders}",
+        f"data.prepared_root={prepared}",
+        "trainer=ddp_cpu",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        "trainer.precision=32-true",
+        "test=false",
+        "logger=csv",
+        "data.batch_size=1",
+        *TINY_OVERRIDES,
+    ]
+    with composed(overrides, output_dir=tmp_path) as cfg:
+        metrics, objects = occaist.cli.train(cfg)
+    assert objects["trainer"].world_size == 2
+    assert {"train/loss_G", "train/loss_D", "val/mask_iou"} <= set(metrics)
