@@ -293,3 +293,26 @@ def test_ddp_cpu_two_processes(tree, tmp_path):
         metrics, objects = occaist.cli.train(cfg)
     assert objects["trainer"].world_size == 2
     assert {"train/loss_G", "train/loss_D", "val/mask_iou"} <= set(metrics)
+
+
+def test_shorthand_weights_set_both_generators() -> None:
+    model = AISTCycleGAN(
+        lambda_alpha=3.0,
+        lambda_res=0.5,
+        generator_channels=4,
+        generator_blocks=1,
+        discriminator_channels=4,
+        res_weights=None,
+    )
+    hp = model.hparams
+    assert (hp.lambda_alpha_G, hp.lambda_alpha_F) == (3.0, 3.0)
+    assert (hp.lambda_res_G, hp.lambda_res_F) == (0.5, 0.5)
+    plain = AISTCycleGAN(
+        lambda_alpha_G=1.0,
+        lambda_alpha_F=2.0,
+        generator_channels=4,
+        generator_blocks=1,
+        discriminator_channels=4,
+        res_weights=None,
+    )
+    assert (plain.hparams.lambda_alpha_G, plain.hparams.lambda_alpha_F) == (1.0, 2.0)

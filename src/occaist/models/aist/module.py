@@ -98,6 +98,8 @@ class AISTCycleGAN(pl.LightningModule):
         lambda_idt: identity weight lambda_idt (times lambda_B for G(y), lambda_A for F(x)).
         lambda_alpha_G, lambda_alpha_F: lambda_Alpha_G, lambda_Alpha_F.
         lambda_res_G, lambda_res_F: lambda_ResDist_G, lambda_ResDist_F.
+        lambda_alpha, lambda_res: shorthands for sweeps (``model.lambda_alpha=1,2,4``): when set,
+            they replace both the G and the F weight of their term.
         alpha_mode: ``proxy_soft`` | ``proxy_hard`` | ``channel`` (see :mod:`.losses`).
         alpha_temperature: temperature T of ``proxy_soft``.
         res_weights: ResNet-18 ImageNet weights for Phi: ``"default"`` (torchvision's cache),
@@ -126,6 +128,8 @@ class AISTCycleGAN(pl.LightningModule):
         lambda_alpha_F: float = 2.0,
         lambda_res_G: float = 1.75,
         lambda_res_F: float = 1.75,
+        lambda_alpha: float | None = None,
+        lambda_res: float | None = None,
         alpha_mode: str = "proxy_soft",
         alpha_temperature: float = 0.1,
         res_weights: str | None = "default",
@@ -153,7 +157,18 @@ class AISTCycleGAN(pl.LightningModule):
             raise ValueError(f"alpha_mode must be one of {ALPHA_MODES}, got {alpha_mode!r}")
         if lr_policy not in LR_POLICIES:
             raise ValueError(f"lr_policy must be one of {LR_POLICIES}, got {lr_policy!r}")
+        if lambda_alpha is not None:
+            lambda_alpha_G = lambda_alpha_F = lambda_alpha
+        if lambda_res is not None:
+            lambda_res_G = lambda_res_F = lambda_res
         self.save_hyperparameters(logger=False)
+        # the effective per-generator weights are what the losses read
+        self.hparams.update(
+            lambda_alpha_G=lambda_alpha_G,
+            lambda_alpha_F=lambda_alpha_F,
+            lambda_res_G=lambda_res_G,
+            lambda_res_F=lambda_res_F,
+        )
         self.automatic_optimization = False
         channels = 4 if alpha_mode == "channel" else 3  # RGBA networks only for true alpha
 
