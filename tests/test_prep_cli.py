@@ -23,7 +23,7 @@ from tests.test_stanford_cars import make_cars_layout, make_renders
 def _compose(overrides: list[str]):
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(conf_dir() / "prep"), version_base="1.3"):
-        cfg = compose("prep", overrides=["data_dir=/data/world", *overrides])
+        cfg = compose("prep", overrides=["data_dir=/data", *overrides])
     GlobalHydra.instance().clear()
     return cfg
 
@@ -83,8 +83,8 @@ def test_sigkill_then_rerun_gives_identical_outputs(tmp_path: Path):
 
     out = tmp_path / "killed"
     env = dict(os.environ, OCCAIST_LOGS=str(tmp_path / "logs"))
-    cmd = [sys.executable, "-m", "occaist.prep", f"data_dir={world}", f"out_dir={out}",
-           "progress=false", "batch_size=2"]  # fmt: skip
+    cmd = [sys.executable, "-m", "occaist.prep", f"data_root={cars}", f"out_dir={out}",
+           f"ratio_fit.renders_root={renders}", "progress=false", "batch_size=2"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     records = out / ".prep" / "records"
     deadline = time.monotonic() + 240
