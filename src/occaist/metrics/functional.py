@@ -1,14 +1,8 @@
 """Functional metrics (plain tensor functions), re-exported from their topic modules."""
 
-from occaist._lazy import lazy_getattr
+from occaist.metrics.mask import mask_xor
+from occaist.metrics.pck import pck
+from occaist.metrics.point_cloud import chamfer_distance
+from occaist.metrics.pose import quaternion_angle_deg
 
 __all__ = ["chamfer_distance", "mask_xor", "pck", "quaternion_angle_deg"]
-__getattr__ = lazy_getattr(
-    __name__,
-    {
-        "chamfer_distance": "occaist.metrics.point_cloud",
-        "quaternion_angle_deg": "occaist.metrics.pose",
-        "pck": "occaist.metrics.pck",
-        "mask_xor": "occaist.metrics.mask",
-    },
-)
