@@ -7,16 +7,15 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from PIL import Image
 
 from occaist.cli import train
 from occaist.metrics import PCK, ChamferDistance, MaskXOR, PoseAccuracy
 from occaist.utils.compose import composed
+from tests.helpers import write_segments
 
 WORLD = 2
 
@@ -80,18 +79,6 @@ def test_metrics_under_ddp_equal_single_process() -> None:
         torch.testing.assert_close(distributed[key], value, equal_nan=True, msg=key)
 
 
-def _write_segments(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        (root / split).mkdir(parents=True, exist_ok=True)
-        for i in range(4):
-            rgba = rng.integers(0, 255, (40, 40, 4), dtype=np.uint8)
-            rgba[..., 3] = 0
-            rgba[8:32, 6:34, 3] = 255
-            Image.fromarray(rgba, "RGBA").save(root / split / f"seg_{i}.png")
-    return root
-
-
 DDP_COMMON = ["trainer=ddp_cpu", "trainer.devices=2", "trainer.fast_dev_run=true",
               "data.num_workers=0", "~logger", "callbacks=none"]  # fmt: skip
 
@@ -104,7 +91,7 @@ def _ddp_overrides(name: str, world: Path, tmp: Path) -> list[str]:
                 "model.icp_iterations=2"]  # fmt: skip
     if name == "aist_constrained":
         return [f"data.renders_root={world / 'shapenet_renders'}",
-                f"data.prepared_root={_write_segments(tmp / 'prepared')}",
+                f"data.prepared_root={write_segments(tmp / 'prepared')}",
                 "model.generator_channels=4", "model.generator_blocks=1",
                 "model.discriminator_channels=4", "model.res_weights=null",
                 "data.image_size=32", "data.batch_size=2"]  # fmt: skip

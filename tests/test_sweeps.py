@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
+
+from tests.helpers import write_segments
 
 pytestmark = pytest.mark.slow
 
@@ -28,17 +28,7 @@ TINY_AIST = [
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A few RGBA real-domain segments in the layout ``python -m occaist.prep`` writes."""
-    root = tmp_path_factory.mktemp("prepared")
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        (root / split).mkdir()
-        for i in range(4):
-            rgba = rng.integers(0, 255, (40, 40, 4), dtype=np.uint8)
-            rgba[..., 3] = 0
-            rgba[8:32, 6:34, 3] = 255
-            Image.fromarray(rgba, "RGBA").save(root / split / f"seg_{i}.png")
-    return root
+    return write_segments(tmp_path_factory.mktemp("prepared"))
 
 
 def _multirun(repo_root: Path, out: Path, *overrides: str) -> Path:
