@@ -283,11 +283,10 @@ def main(cfg: DictConfig) -> None:
     table = Path(result["study_dir"]) / "report" / "table_6_2.md"
     if table.is_file():
         from rich.console import Console
-        from rich.markdown import Markdown
 
-        console = Console()
-        console.print(Markdown(table.read_text()))
-        console.print(f"figures and tables: {table.parent}")
+        console = Console(width=200, soft_wrap=True)
+        console.print(table.read_text(), markup=False, highlight=False)
+        console.print(f"figures and tables: {table.parent}", markup=False, highlight=False)
 
 
 if __name__ == "__main__":
