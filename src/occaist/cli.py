@@ -29,6 +29,8 @@ def _start(cfg: DictConfig) -> None:
 
     if cfg.extras.get("ignore_warnings"):
         warnings.filterwarnings("ignore")
+    if cfg.extras.get("num_threads"):
+        torch.set_num_threads(int(cfg.extras.num_threads))
     if cfg.extras.get("matmul_precision"):
         torch.set_float32_matmul_precision(cfg.extras.matmul_precision)
     if cfg.extras.get("print_config"):

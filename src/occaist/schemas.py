@@ -59,6 +59,7 @@ class ExtrasConfig:
     print_config: bool = True
     seed_workers: bool = True
     matmul_precision: Optional[str] = None  # noqa: UP045  (OmegaConf needs typing.Optional)
+    num_threads: Optional[int] = None  # noqa: UP045
 
 
 def conf_dir() -> Path:
