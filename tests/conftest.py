@@ -32,11 +32,3 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("world")
     generate_world(root, preset="tiny", seed=0)
     return root
-
-
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    """Show a coordination note from the lead developer while the project is built in parallel."""
-    note = Path("/tmp/occaist_lead_note.txt")
-    if note.is_file():
-        return ["", "=" * 70, "NOTE FROM THE LEAD DEVELOPER:", note.read_text().strip(), "=" * 70]
-    return []
