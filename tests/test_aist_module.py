@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytorch_lightning as pl
@@ -40,16 +41,19 @@ def _datamodule(tree, **kwargs) -> UnpairedDataModule:
     )
 
 
-def _trainer(epochs: int, batches: int = 2) -> pl.Trainer:
+def _trainer(
+    epochs: int, batches: int = 2, val_batches: int = 0, logger: Any = False
+) -> pl.Trainer:
     return pl.Trainer(
         max_epochs=epochs,
         limit_train_batches=batches,
-        limit_val_batches=0,
-        logger=False,
+        limit_val_batches=val_batches,
+        logger=logger,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         accelerator="cpu",
+        num_sanity_val_steps=0,
     )
 
 
@@ -212,17 +216,7 @@ def test_fid_and_kid_with_local_feature_weights(tree, tmp_path):
     weights = tmp_path / "resnet18.pth"
     torch.save(resnet18(weights=None).state_dict(), weights)
     model = AISTCycleGAN(**TINY, fid_weights=str(weights), kid_subset_size=2)
-    trainer = pl.Trainer(
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        num_sanity_val_steps=0,
-    )
+    trainer = _trainer(1, batches=1, val_batches=1, logger=False)
     trainer.fit(model, _datamodule(tree))
     metrics = trainer.callback_metrics
     assert {"val/fid_resnet18", "val/kid_resnet18", "val/mask_iou"} <= set(metrics)
@@ -248,17 +242,7 @@ def test_image_panels_reach_tensorboard(tree, tmp_path):
 
     logger = TensorBoardLogger(str(tmp_path), name="tb")
     model = AISTCycleGAN(**TINY, image_log_every_n_steps=1)
-    trainer = pl.Trainer(
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=1,
-        logger=logger,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        num_sanity_val_steps=0,
-    )
+    trainer = _trainer(1, batches=1, val_batches=1, logger=logger)
     trainer.fit(model, _datamodule(tree))
     events = EventAccumulator(logger.log_dir)
     events.Reload()
