@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from occaist.data.carfusion import scan_carfusion
-from occaist.synth.keypoints import KEYPOINT_NAMES, SKELETON
+from occaist.data.keypoints import KEYPOINT_NAMES, SKELETON
 from occaist.utils.io import write_json_atomic
 
 log = logging.getLogger("carfusion_to_coco")

@@ -18,7 +18,7 @@ from occaist.data.carfusion import (
     stable_image_id,
 )
 from occaist.geometry.multiview import project
-from occaist.synth.keypoints import FLIP_PERMUTATION
+from occaist.data.keypoints import FLIP_PERMUTATION, LATERAL_AXIS
 
 IMAGE_W, IMAGE_H = 160, 120
 #: a box-shaped car, 14 keypoints in the occaist car frame (x forward, y up, z right)
@@ -58,7 +58,7 @@ def write_tiny_carfusion(root: Path, seed: int = 0) -> Path:
     shapes = BASE_SHAPE + rng.normal(scale=0.05, size=(40, 14, 3))
     basis = root / "shapenet_renders" / "synthetic" / "shape_basis.npz"
     basis.parent.mkdir(parents=True, exist_ok=True)
-    ShapeBasis.fit(shapes, 4).save(basis)
+    ShapeBasis.fit(shapes, 4, FLIP_PERMUTATION, LATERAL_AXIS).save(basis)
     cams = {f"{i + 1:02d}": P.numpy() for i, P in enumerate(_three_cams())}
     for seq in ("car_butler1", "car_penn1"):
         d = root / "carfusion" / seq

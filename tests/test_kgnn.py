@@ -22,12 +22,13 @@ from occaist.models.occlusion_net.losses import edge_loss, heatmap_targets, mask
 
 @pytest.fixture(scope="module")
 def basis_file(tmp_path_factory) -> str:
-    from occaist.geometry.shape_basis import ShapeBasis
+    from occaist.data.keypoints import FLIP_PERMUTATION, LATERAL_AXIS
+from occaist.geometry.shape_basis import ShapeBasis
 
     rng = np.random.default_rng(0)
     shapes = rng.normal(size=(30, 14, 3)) * 0.1 + rng.normal(size=(1, 14, 3))
     path = tmp_path_factory.mktemp("basis") / "shape_basis.npz"
-    ShapeBasis.fit(shapes, 4).save(path)
+    ShapeBasis.fit(shapes, 4, FLIP_PERMUTATION, LATERAL_AXIS).save(path)
     return str(path)
 
 

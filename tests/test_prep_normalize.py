@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from occaist.prep.normalize import (
+from occaist.data.rgba import (
     Padding,
     car_to_frame_ratio,
     clear_background,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from occaist.geometry.shape_basis import ShapeBasis, mirror_keypoints
-from occaist.synth.keypoints import FLIP_PERMUTATION, LATERAL_AXIS
+from occaist.data.keypoints import FLIP_PERMUTATION, LATERAL_AXIS
 
 
 def _symmetric_template(rng: np.random.Generator) -> np.ndarray:
@@ -27,7 +27,7 @@ def test_fit_recovers_a_low_rank_family_exactly():
     dirs = np.stack([_symmetric_template(rng) for _ in range(3)])  # symmetric directions
     coeff = rng.normal(size=(40, 3)) * np.array([0.3, 0.1, 0.03])
     shapes = mean + np.einsum("mk,kjc->mjc", coeff, dirs)
-    sb = ShapeBasis.fit(shapes, 3)
+    sb = ShapeBasis.fit(shapes, 3, FLIP_PERMUTATION, LATERAL_AXIS)
     assert sb.basis.shape == (3, 14, 3) and sb.sigma.shape == (3,)
     np.testing.assert_allclose(sb.explained_variance_ratio.sum(), 1.0, atol=1e-10)
     assert np.all(np.diff(sb.sigma) <= 0)
@@ -44,7 +44,7 @@ def test_fit_recovers_a_low_rank_family_exactly():
 def test_mean_is_left_right_symmetric_for_asymmetric_data():
     rng = np.random.default_rng(1)
     shapes = rng.normal(size=(25, 14, 3))
-    sb = ShapeBasis.fit(shapes, 4)
+    sb = ShapeBasis.fit(shapes, 4, FLIP_PERMUTATION, LATERAL_AXIS)
     mirrored = mirror_keypoints(sb.mean, FLIP_PERMUTATION, LATERAL_AXIS)
     np.testing.assert_allclose(sb.mean, mirrored, atol=1e-12)
     assert 0 < sb.explained_variance_ratio.sum() < 1
@@ -53,8 +53,8 @@ def test_mean_is_left_right_symmetric_for_asymmetric_data():
 def test_truncated_basis_is_the_best_rank_k_fit():
     rng = np.random.default_rng(2)
     shapes = np.stack([_symmetric_template(rng) for _ in range(30)])
-    full = ShapeBasis.fit(shapes, 10)
-    two = ShapeBasis.fit(shapes, 2)
+    full = ShapeBasis.fit(shapes, 10, FLIP_PERMUTATION, LATERAL_AXIS)
+    two = ShapeBasis.fit(shapes, 2, FLIP_PERMUTATION, LATERAL_AXIS)
     resid = shapes - two.reconstruct(two.project(shapes))
     # Residual variance equals the share the first two components leave unexplained.
     total = ((shapes - two.mean) ** 2).sum()
@@ -66,7 +66,7 @@ def test_truncated_basis_is_the_best_rank_k_fit():
 def test_save_load_round_trip_and_torch_reconstruct(tmp_path):
     rng = np.random.default_rng(3)
     shapes = np.stack([_symmetric_template(rng) for _ in range(12)])
-    sb = ShapeBasis.fit(shapes, 5)
+    sb = ShapeBasis.fit(shapes, 5, FLIP_PERMUTATION, LATERAL_AXIS)
     path = tmp_path / "basis.npz"
     sb.save(path)
     with np.load(path) as f:
@@ -85,4 +85,4 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"occaist\.synth"):
         ShapeBasis.load(tmp_path / "missing.npz")
     with pytest.raises(ValueError, match="n_components"):
-        ShapeBasis.fit(np.zeros((3, 14, 3)), 10)
+        ShapeBasis.fit(np.zeros((3, 14, 3)), 10, FLIP_PERMUTATION, LATERAL_AXIS)

@@ -9,7 +9,7 @@ import torch
 from occaist.geometry.camera import look_at
 from occaist.geometry.shape_basis import ShapeBasis, mirror_keypoints
 from occaist.synth.cars import BODY_TYPES, build_car, model_id, sample_car_params
-from occaist.synth.keypoints import FLIP_PERMUTATION, KEYPOINT_NAMES, LATERAL_AXIS
+from occaist.data.keypoints import FLIP_PERMUTATION, KEYPOINT_NAMES, LATERAL_AXIS
 from occaist.synth.raster import visible_points
 
 CARS = [build_car(sample_car_params(np.random.default_rng([7, i]))) for i in range(40)]
@@ -88,7 +88,7 @@ def test_surface_sampling_is_on_faces():
 
 def test_shape_basis_of_the_family():
     kp = np.stack([c.keypoints for c in CARS])
-    sb = ShapeBasis.fit(kp, 5)
+    sb = ShapeBasis.fit(kp, 5, FLIP_PERMUTATION, LATERAL_AXIS)
     mirrored = mirror_keypoints(sb.mean, FLIP_PERMUTATION, LATERAL_AXIS)
     assert np.abs(sb.mean - mirrored).max() < 1e-6
     # The parametric family is low-dimensional: 5 components explain > 90 % (see docs).

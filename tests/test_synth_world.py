@@ -24,7 +24,7 @@ from occaist.geometry.camera import (
 from occaist.geometry.quaternion import quaternion_to_rotation_matrix
 from occaist.geometry.shape_basis import ShapeBasis, mirror_keypoints
 from occaist.synth.context import WorldContext
-from occaist.synth.keypoints import FLIP_PERMUTATION, LATERAL_AXIS
+from occaist.data.keypoints import FLIP_PERMUTATION, LATERAL_AXIS
 from occaist.synth.presets import load_preset
 from occaist.synth.writers import carfusion
 

@@ -6,7 +6,7 @@ On-disk layout (raw release, reproduced by the synthetic world)::
     <root>/car_<seq>/gt/<cam>_<frame>.txt      lines "x,y,kp_id,instance_id,vis"
     <root>/car_<seq>/synthetic/cameras.json    {"<cam>_<frame>": 3x4}   (synthetic world only)
 
-``kp_id`` 1..14 is keypoint index ``kp_id - 1`` (``occaist.synth.keypoints.KEYPOINT_NAMES``);
+``kp_id`` 1..14 is keypoint index ``kp_id - 1`` (``occaist.data.keypoints.KEYPOINT_NAMES``);
 ``vis`` 1 visible -> COCO ``v=2``, 2 occluded -> ``v=1``, 3 -> ``v=2`` (undocumented code, as the
 official converter); points outside the frame get ``v=0`` with their coordinates kept. Boxes are
 the hull of the labelled points, padded 10 % left/top and 15 % right/bottom and clipped
@@ -41,7 +41,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from occaist.data.common import warn_if_synthetic
-from occaist.synth.keypoints import FLIP_PERMUTATION, NUM_KEYPOINTS
+from occaist.data.keypoints import FLIP_PERMUTATION, NUM_KEYPOINTS
 from occaist.utils.logging import RankedLogger
 
 log = RankedLogger(__name__)

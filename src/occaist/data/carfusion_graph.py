@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from occaist.data.carfusion import scan_carfusion
 from occaist.data.common import warn_if_synthetic
-from occaist.synth.keypoints import FLIP_PERMUTATION
+from occaist.data.keypoints import FLIP_PERMUTATION
 from occaist.utils.logging import RankedLogger
 
 log = RankedLogger(__name__)

@@ -1,4 +1,4 @@
-"""What the preparation reads: image records and robust decoding (numpy + Pillow only).
+"""Image files of the Stanford Cars layout: records and robust decoding (numpy + Pillow only).
 
 Kept free of torch and Lightning so that preparation workers start in about a second;
 :mod:`occaist.data.stanford_cars` (the listing and the LightningDataModule) re-exports these.

@@ -1,4 +1,7 @@
-"""The 14 CarFusion / Occlusion-Net vehicle keypoints: names, order, left-right flip, skeleton.
+"""The 14 CarFusion / Occlusion-Net vehicle keypoints: names, order, visibility codes, flip, skeleton.
+
+The schema of the CarFusion format, so it lives with the format's reader; the synthetic world
+writes the same schema by importing it from here.
 
 Order and names follow ``VehicleKeypoints.NAMES`` of Occlusion-Net (index 0-13; CarFusion's
 ``kp_id`` in ``gt/*.txt`` is this index + 1). The paper evaluates 12 of them: all but the exhaust
@@ -28,14 +31,14 @@ KEYPOINT_NAMES: tuple[str, ...] = (
 )
 NUM_KEYPOINTS = len(KEYPOINT_NAMES)
 
-FLIP_PAIRS: tuple[tuple[int, int], ...] = ((0, 1), (2, 3), (4, 5), (6, 7), (9, 10), (11, 12))
-"""Left/right pairs swapped by a mirror image (upstream flip pairs)."""
-
 FLIP_PERMUTATION: tuple[int, ...] = (1, 0, 3, 2, 5, 4, 7, 6, 8, 10, 9, 12, 11, 13)
 """``flipped[k] = keypoints[FLIP_PERMUTATION[k]]`` for a mirrored car or image."""
 
 LATERAL_AXIS = 2
 """The object-frame axis that a left-right mirror negates (z, pointing to the car's right)."""
+
+UNLABELLED, OCCLUDED, VISIBLE = 0, 1, 2
+"""CarFusion / COCO visibility codes: 0 not labelled, 1 labelled but occluded, 2 visible."""
 
 EVALUATED_KEYPOINTS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12)
 """The 12 keypoints of the paper's PCK (exhaust and centre excluded)."""

@@ -1,4 +1,6 @@
-"""Normalisation of real segmentations (thesis section 3.2.1 and 4.1.1.1).
+"""RGBA image operations: normalisation of segmentations (thesis sections 3.2.1 and 4.1.1.1).
+
+Torch-free; used by the preparation (``occaist.prep``) and by the unpaired reader.
 
 All functions take and return ``uint8`` RGBA arrays of shape ``(H, W, 4)``; none modifies its
 input. The car-to-frame ratio of an RGBA image is (thesis Definition 1)

@@ -12,7 +12,7 @@ The thesis (chapter 3) merges the official train and test splits before segmenti
 files; decoding is ours because a lab's copy of the data is never clean: :func:`read_image_rgb`
 applies the EXIF orientation, converts CMYK, 16-bit, palette, RGBA and grayscale images to 8-bit
 RGB (noting what it did) and returns a reason instead of raising for files it cannot use
-(:mod:`occaist.prep.sources`, torch-free so preparation workers start fast).
+(:mod:`occaist.data.image_files`, torch-free so preparation workers start fast).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from occaist.data.common import warn_if_synthetic
-from occaist.prep.sources import (
+from occaist.data.image_files import (
     DATASET_FOLDER,
     CarImageRecord,
     DecodedImage,

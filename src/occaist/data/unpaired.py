@@ -6,7 +6,7 @@ DPC reader's helpers (:mod:`occaist.data.shapenet_renders`). Domain B = Y: real 
 prepared by ``python -m occaist.prep``, ``<prepared_root>/{train,test}/*.png`` (RGBA).
 
 Every image is resized (premultiplied alpha) to ``image_size``, its fully transparent pixels get
-RGB 0, and it is colour corrected (:func:`occaist.prep.normalize.color_correct`): after this,
+RGB 0, and it is colour corrected (:func:`occaist.data.rgba.color_correct`): after this,
 "any RGB channel > -1" in [-1, 1] is exactly "alpha > 0", which the thesis's Alpha proxy needs.
 Items are ``{"A": x, "B": y, "A_index": i, "B_index": j}`` with x, y (C, H, W) in [-1, 1],
 C = 3 (RGB) or 4 (RGBA, for ``alpha_mode=channel``).
@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from occaist.data.common import warn_if_synthetic
 from occaist.data.shapenet_renders import split_render_files
-from occaist.prep.normalize import clear_background, color_correct, resize_rgba
+from occaist.data.rgba import clear_background, color_correct, resize_rgba
 from occaist.utils.logging import RankedLogger
 
 log = RankedLogger(__name__)

@@ -60,26 +60,23 @@ class ShapeBasis:
         cls,
         keypoints: np.ndarray,
         n_components: int,
-        flip_permutation: Sequence[int] | None = None,
-        lateral_axis: int | None = None,
+        flip_permutation: Sequence[int],
+        lateral_axis: int,
     ) -> ShapeBasis:
         """PCA of training keypoints ``(M, J, 3)`` with a left-right symmetric mean.
 
-        ``flip_permutation`` / ``lateral_axis`` default to the CarFusion ones
-        (``occaist.synth.keypoints``). ``explained_variance_ratio[k]`` is the share of the total
+        ``flip_permutation`` / ``lateral_axis`` describe the mirror of the keypoint schema (for
+        cars: ``occaist.data.keypoints``). ``explained_variance_ratio[k]`` is the share of the total
         variance (of the mirror-augmented set) that component k explains.
 
         >>> rng = np.random.default_rng(0)
         >>> base = np.zeros((14, 3))
         >>> shapes = base + rng.normal(size=(20, 1, 1)) * np.ones((14, 3))
-        >>> sb = ShapeBasis.fit(shapes, 2)
+        >>> sb = ShapeBasis.fit(shapes, 2, flip_permutation=range(14), lateral_axis=2)
         >>> sb.basis.shape, sb.sigma.shape
         ((2, 14, 3), (2,))
         """
-        from occaist.synth import keypoints as kp
-
-        perm = kp.FLIP_PERMUTATION if flip_permutation is None else flip_permutation
-        axis = kp.LATERAL_AXIS if lateral_axis is None else lateral_axis
+        perm, axis = list(flip_permutation), int(lateral_axis)
         x = np.asarray(keypoints, dtype=np.float64)
         if x.ndim != 3 or x.shape[-1] != 3:
             raise ValueError(f"keypoints must have shape (M, J, 3), got {x.shape}")

@@ -50,7 +50,7 @@ from occaist.prep.filters import (
     check_grayscale,
     rule_names,
 )
-from occaist.prep.normalize import (
+from occaist.data.rgba import (
     car_to_frame_ratio,
     clear_background,
     color_correct,
@@ -60,7 +60,7 @@ from occaist.prep.normalize import (
 )
 from occaist.prep.ratio_fit import load_or_fit, sample_ratio
 from occaist.prep.segment import Candidate, Segmenter
-from occaist.prep.sources import CarImageRecord, dataset_folder, read_image_rgb
+from occaist.data.image_files import CarImageRecord, dataset_folder, read_image_rgb
 from occaist.utils.io import atomic_path, write_json_atomic, write_text_atomic
 from occaist.utils.logging import get_logger
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from occaist.prep.normalize import car_to_frame_ratio
+from occaist.data.rgba import car_to_frame_ratio
 from occaist.utils.io import write_json_atomic
 from occaist.utils.logging import get_logger
 

@@ -35,7 +35,7 @@ from occaist.prep.pipeline import (
     iter_records,
     write_csv,
 )
-from occaist.prep.sources import CarImageRecord
+from occaist.data.image_files import CarImageRecord
 from occaist.utils.io import atomic_path, write_json_atomic
 from occaist.utils.logging import get_logger
 

@@ -13,7 +13,7 @@ Proportions are sampled per body type (sedan, hatchback, SUV, van, coupe; ``BODY
 mesh is then normalised like ShapeNet v1: bounding-box centre at the origin and bounding-box
 diagonal 1, so every vertex lies in ``(-0.5, 0.5)³``.
 
-Keypoints (``occaist.synth.keypoints`` order) lie exactly on the surface they name: wheels at
+Keypoints (``occaist.data.keypoints`` order) lie exactly on the surface they name: wheels at
 the hub (the centre of the outer rim disc), lights and exhaust at their decal centres, roof
 corners at the cabin's roof vertices. The centre (13) is the bounding-box centre, inside the car,
 so it is never visible. Every car is left-right symmetric, keypoints included.
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from occaist.synth.keypoints import NUM_KEYPOINTS
+from occaist.data.keypoints import NUM_KEYPOINTS
 
 MATERIALS = ("paint", "glass", "tyre", "rim", "headlight", "taillight", "trim")
 """Per-face material names; ``CarMesh.face_material`` indexes this tuple."""

@@ -7,7 +7,7 @@ Layout (the real one, plus side files)::
     carfusion/car_<seq>/synthetic/cameras.json           {"<cam>_<frame>": 3×4 P}
     carfusion/car_<seq>/synthetic/keypoints3d.json       {"<frame>": {"<instance_id>": 14×3}}
 
-``kp_id`` is 1..14 (``occaist.synth.keypoints`` order + 1), ``instance_id`` is stable across
+``kp_id`` is 1..14 (``occaist.data.keypoints`` order + 1), ``instance_id`` is stable across
 cameras and frames of a sequence (1-based), ``vis`` is 1 (visible: in the image and not hidden
 by any car, exactly) or 2 (occluded). A car is listed in a view when at least one of its
 keypoints falls inside the image; its keypoints **outside the image keep their projected

@@ -27,6 +27,7 @@ from occaist.geometry.camera import (
     dpc_pinhole,
     quaternion_from_campos,
 )
+from occaist.data.keypoints import FLIP_PERMUTATION, LATERAL_AXIS
 from occaist.geometry.shape_basis import ShapeBasis
 from occaist.synth.context import (
     STREAM_PAINT,
@@ -119,5 +120,5 @@ def finalize(ctx: WorldContext, items: dict[int, dict]) -> dict[str, int]:
     )
     train = np.array([items[i]["keypoints"] for i in ctx.splits["train"]], dtype=np.float64)
     k = min(ctx.preset.shapenet.basis_components, 2 * len(train) - 1)
-    ShapeBasis.fit(train, k).save(base / "synthetic" / "shape_basis.npz")
+    ShapeBasis.fit(train, k, FLIP_PERMUTATION, LATERAL_AXIS).save(base / "synthetic" / "shape_basis.npz")
     return {f"shapenet_{s}": len(v) for s, v in ctx.splits.items()}
