@@ -23,7 +23,7 @@ from occaist.models.occlusion_net.losses import edge_loss, heatmap_targets, mask
 @pytest.fixture(scope="module")
 def basis_file(tmp_path_factory) -> str:
     from occaist.data.keypoints import FLIP_PERMUTATION, LATERAL_AXIS
-from occaist.geometry.shape_basis import ShapeBasis
+    from occaist.geometry.shape_basis import ShapeBasis
 
     rng = np.random.default_rng(0)
     shapes = rng.normal(size=(30, 14, 3)) * 0.1 + rng.normal(size=(1, 14, 3))
@@ -98,6 +98,8 @@ def test_graph_net_outputs_and_replace(basis_file: str) -> None:
     net = KeypointGraphNet(
         encoder_hidden=32, decoder_hidden=32, hidden_3d=32, shape_basis=basis_file
     ).eval()
+    with torch.no_grad():  # the output layer's bias alone: the identity camera
+        net.encoder3d.fc_out.weight.zero_()
     logits = torch.randn(2, 14, 56, 56)
     out = net(logits, torch.tensor([1.0, 2.0]))
     assert out["edge_logits"].shape == (2, 182, 2)
@@ -125,3 +127,27 @@ def test_losses_formulas() -> None:
     mask = torch.tensor([[True, True, False]])
     assert torch.isclose(masked_l2(pred, target, mask), torch.tensor(13.0))
     assert masked_l2(pred, target, torch.zeros_like(mask)) == 0
+
+
+def test_kgnn3d_is_a_graph_net_over_182_edges(basis_file: str) -> None:
+    """Upstream's 3D head: message passing over the directed edges, edge-to-node, flatten,
+    linear. Its node features are permutation-equivariant (a flat MLP's are not), and its size at
+    width 512 on (x, y, c) nodes with 5 shape coefficients matches upstream's layer count."""
+    from occaist.models.occlusion_net.kgnn import GraphEncoder3D
+
+    torch.manual_seed(0)
+    k, b = 14, 5
+    enc = GraphEncoder3D(torch.randn(k, 3), torch.randn(b, k, 3), torch.ones(b), 3, 512, 0.5)
+    assert enc.send.shape == enc.receive.shape == (182,)
+    h = 512
+    mlp = lambda a, o: a * h + h + h * o + o + 2 * o  # noqa: E731  fc1, fc2, batch norm
+    expected = mlp(3, h) + mlp(2 * h, h) + mlp(h, h) + mlp(2 * h, h) + k * h * (b + 7) + b + 7
+    assert sum(p.numel() for p in enc.parameters()) == expected  # ~2.46 M
+    enc.eval()
+    nodes, perm = torch.randn(2, k, 3), torch.randperm(k)
+    feats = enc.edge2node(enc.edge_features(nodes))
+    feats_perm = enc.edge2node(enc.edge_features(nodes[:, perm]))
+    assert torch.allclose(feats_perm, feats[:, perm], atol=1e-5)
+    out = enc(nodes, torch.ones(2))
+    out["projection"].sum().backward()
+    assert enc.mlp1.fc1.weight.grad.abs().sum() > 0  # the graph stack is trained through

@@ -124,3 +124,34 @@ def test_trifocal_loss_zero_at_truth() -> None:
     assert torch.allclose(trifocal_transfer(T, x2[0], x3[0]), x1[0], atol=1e-9)
     transfer = trifocal_loss(x1 + 0.05, cams[0][None], *P23, x2, x3, mask, error="transfer")
     assert torch.isclose(transfer, torch.tensor(2 * 0.05**2, dtype=torch.float64))
+
+
+def test_trifocal_error_modes_give_different_losses(world: Path, batch) -> None:
+    """``trifocal_error`` reaches the loss: the same model and input, two different values."""
+    values = {}
+    for error in ("algebraic", "transfer"):
+        model = _model(world, occluded_loss="trifocal", trifocal_error=error).train()
+        torch.manual_seed(1)
+        values[error] = model(*batch)["loss_occluded"].item()
+    assert values["algebraic"] > 0 and values["transfer"] > 0
+    assert abs(values["algebraic"] - values["transfer"]) > 1e-3 * values["transfer"]
+
+
+def test_reprojection_target_modes() -> None:
+    """``refined`` pulls to V' everywhere (upstream, not detached), ``kgnn2d`` to the replaced
+    prediction, ``ground_truth`` to labelled points; exhaust and centre never count."""
+    from occaist.models.occlusion_net.losses import reprojection_loss
+
+    proj = torch.zeros(1, 14, 2)
+    refined = torch.ones(1, 14, 3, requires_grad=True)
+    out = {"keypoints_3d": proj, "refined": refined, "keypoints_2d": torch.full((1, 14, 2), 2.0)}
+    gt = torch.full((1, 14, 2), 3.0)
+    lab = torch.zeros(1, 14, dtype=torch.bool)
+    lab[0, :3] = True
+    assert float(reprojection_loss(out, gt, lab, "refined")) == pytest.approx(2.0)
+    assert float(reprojection_loss(out, gt, lab, "kgnn2d")) == pytest.approx(8.0)
+    assert float(reprojection_loss(out, gt, lab, "ground_truth")) == pytest.approx(18.0)
+    reprojection_loss(out, gt, lab, "refined").backward()
+    assert refined.grad[0, 0, 0] != 0 and refined.grad[0, 8].abs().sum() == 0
+    refined.grad = None
+    assert not reprojection_loss(out, gt, lab, "refined", detach=True).requires_grad

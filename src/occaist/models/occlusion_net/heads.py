@@ -25,13 +25,16 @@ from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss, keyp
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_keypoints
 from torchvision.ops import misc as misc_nn_ops
 
+from occaist.data.keypoints import OCCLUDED, VISIBLE
 from occaist.models.occlusion_net.kgnn import KeypointGraphNet, image_to_roi, roi_to_image
 from occaist.models.occlusion_net.losses import (
     OCCLUDED_LOSS_MODES,
+    REPROJECTION_TARGETS,
     TRIFOCAL_ERRORS,
     edge_loss,
     heatmap_targets,
     masked_l2,
+    reprojection_loss,
     trifocal_loss,
 )
 from occaist.utils.logging import RankedLogger
@@ -49,8 +52,6 @@ __all__ = [
 
 #: Per-keypoint predictions returned at inference besides torchvision's ``keypoints``.
 PREDICTION_KEYS = ("keypoints_heatmap", "keypoints_kgnn3d")
-
-VISIBLE, OCCLUDED = 2, 1
 
 
 class MissingCamerasError(KeyError):
@@ -114,24 +115,26 @@ class OcclusionRoIHeads(RoIHeads):
     Args:
         base: the ``RoIHeads`` of a built ``KeypointRCNN`` (its box and keypoint parts are reused).
         graph_head: the KGNNs.
-        heatmap_loss: ``"visible"`` (paper) or ``"all"`` (upstream) keypoints in the heatmap CE.
+        heatmap_loss: ``"all"`` labelled keypoints in the heatmap CE (upstream, default) or
+            ``"visible"`` only (the paper's wording).
         occluded_loss: ``"trifocal"`` (paper), ``"triangulated"`` or ``"annotated"`` (upstream).
         trifocal_error: ``"algebraic"`` (paper eq. 9) or ``"transfer"`` (the same incidence as
             the ROI-frame distance to the point transferred from the two other views).
-        reprojection_target: the 3D-KGNN projection is pulled to ``"kgnn2d"`` (the 2D-KGNN
-            output, not detached, as upstream) or to the ``"ground_truth"`` labelled keypoints.
-        reprojection_exclude: keypoints left out of the reprojection loss (exhaust, centre).
+        reprojection_target, reprojection_exclude, reprojection_detach: see
+            :func:`~occaist.models.occlusion_net.losses.reprojection_loss` (upstream: ``refined``,
+            ``(8, 13)``, not detached).
     """
 
     def __init__(
         self,
         base: RoIHeads,
         graph_head: KeypointGraphNet,
-        heatmap_loss: str = "visible",
+        heatmap_loss: str = "all",
         occluded_loss: str = "annotated",
         trifocal_error: str = "algebraic",
-        reprojection_target: str = "kgnn2d",
+        reprojection_target: str = "refined",
         reprojection_exclude: tuple[int, ...] = (8, 13),
+        reprojection_detach: bool = False,
     ) -> None:
         super().__init__(
             box_roi_pool=base.box_roi_pool,
@@ -153,8 +156,8 @@ class OcclusionRoIHeads(RoIHeads):
             raise ValueError(f"occluded_loss must be one of {OCCLUDED_LOSS_MODES}")
         if trifocal_error not in TRIFOCAL_ERRORS:
             raise ValueError(f"trifocal_error must be one of {TRIFOCAL_ERRORS}")
-        if reprojection_target not in ("kgnn2d", "ground_truth"):
-            raise ValueError("reprojection_target must be 'kgnn2d' or 'ground_truth'")
+        if reprojection_target not in REPROJECTION_TARGETS:
+            raise ValueError(f"reprojection_target must be one of {REPROJECTION_TARGETS}")
         heatmap_targets(torch.zeros(1, 1, 3), heatmap_loss)  # validates the mode
         self.graph_head = graph_head
         self.heatmap_loss = heatmap_loss
@@ -162,6 +165,7 @@ class OcclusionRoIHeads(RoIHeads):
         self.trifocal_error = trifocal_error
         self.reprojection_target = reprojection_target
         self.reprojection_exclude = tuple(reprojection_exclude)
+        self.reprojection_detach = reprojection_detach
 
     def graph_stage(
         self,
@@ -258,13 +262,14 @@ class OcclusionRoIHeads(RoIHeads):
                 refined_xy, flat_boxes, matched, targets, image_shapes, occluded
             )
         if "keypoints_3d" in out:
-            keep = torch.ones_like(occluded)
-            keep[:, list(self.reprojection_exclude)] = False
-            if self.reprojection_target == "kgnn2d":
-                target, mask = out["keypoints_2d"], keep
-            else:
-                target, mask = gt_roi, keep & (visible | occluded)
-            losses["loss_reprojection"] = masked_l2(out["keypoints_3d"], target, mask)
+            losses["loss_reprojection"] = reprojection_loss(
+                out,
+                gt_roi,
+                visible | occluded,
+                self.reprojection_target,
+                self.reprojection_exclude,
+                self.reprojection_detach,
+            )
         return losses
 
     def _trifocal(
@@ -277,7 +282,8 @@ class OcclusionRoIHeads(RoIHeads):
         occluded: Tensor,
     ) -> Tensor:
         """Paper eq. 9 in coordinates divided by each image's larger side (see
-        ``losses.trifocal_loss``); the data module stores views 2/3 already normalised."""
+        ``losses.trifocal_loss``, ``error=trifocal_error``; ``transfer`` measures the distance in
+        the ROI frame of each box); the data module stores views 2/3 already normalised."""
         keys = ("camera", "mv_cameras", "mv_points", "mv_mask")
         P1, P23, x23, mask = [], [], [], []
         for t, m, shape in zip(targets, matched, image_shapes, strict=True):
@@ -297,6 +303,8 @@ class OcclusionRoIHeads(RoIHeads):
         )
         pred = roi_to_image(pred_roi, boxes) / sizes[:, None, None]
         cams, pts = torch.cat(P23), torch.cat(x23)  # (N, K, 2, 3, 4), (N, K, 2, 2)
+        # a normalised offset d is 2 d s / w ROI units (s the image's larger side, w the box's)
+        roi_scale = 2.0 * sizes[:, None] / (boxes[:, 2:] - boxes[:, :2]).clamp_min(1e-3)
         return trifocal_loss(
             pred,
             torch.cat(P1),
@@ -305,6 +313,8 @@ class OcclusionRoIHeads(RoIHeads):
             pts[:, :, 0],
             pts[:, :, 1],
             occluded & torch.cat(mask),
+            error=self.trifocal_error,
+            roi_scale=roi_scale,
         )
 
 
@@ -384,11 +394,12 @@ def build_occlusion_rcnn(
     num_keypoints: int = 14,
     min_size: int = 800,
     max_size: int = 1333,
-    heatmap_loss: str = "visible",
+    heatmap_loss: str = "all",
     occluded_loss: str = "annotated",
     trifocal_error: str = "algebraic",
-    reprojection_target: str = "kgnn2d",
+    reprojection_target: str = "refined",
     reprojection_exclude: list[int] = (8, 13),
+    reprojection_detach: bool = False,
     rpn_batch_size_per_image: int = 256,
     box_batch_size_per_image: int = 512,
     box_detections_per_img: int = 100,
@@ -407,8 +418,8 @@ def build_occlusion_rcnn(
             ordinary batch norm.
         trainable_backbone_layers: ResNet stages left trainable (0-5); upstream froze stem+res2.
         min_size, max_size: image resizing of ``GeneralizedRCNNTransform`` (paper 800/1333).
-        heatmap_loss, occluded_loss, trifocal_error, reprojection_target, reprojection_exclude: see
-            :class:`OcclusionRoIHeads`.
+        heatmap_loss, occluded_loss, trifocal_error, reprojection_target, reprojection_exclude,
+            reprojection_detach: see :class:`OcclusionRoIHeads`.
         rpn_batch_size_per_image, box_batch_size_per_image, box_detections_per_img: torchvision
             sampling/detection sizes (defaults as the paper).
     """
@@ -449,5 +460,6 @@ def build_occlusion_rcnn(
         trifocal_error=trifocal_error,
         reprojection_target=reprojection_target,
         reprojection_exclude=tuple(reprojection_exclude),
+        reprojection_detach=reprojection_detach,
     )
     return model

@@ -8,8 +8,9 @@
 * :class:`GraphDecoder` (2D-KGNN decoder): messages per edge type weighted by the soft edge
   probabilities, residual update ``V' = V + dV``; dropout as ``nn.Dropout`` (off in eval mode;
   upstream's stays on at inference).
-* :class:`GraphEncoder3D` (3D-KGNN): shape coefficients ``beta`` and a weak-perspective camera
-  ``(s, t, q)``; ``W = b_0 + sum_k beta_k sigma_k b_k`` projected into the ROI frame.
+* :class:`GraphEncoder3D` (3D-KGNN): the same message passing over the 182 edges, edge-to-node,
+  flatten, linear to shape coefficients ``beta`` and a weak-perspective camera ``(s, t, q)``;
+  ``W = b_0 + sum_k beta_k sigma_k b_k`` projected into the ROI frame.
 * :class:`KeypointGraphNet`: the three chained, as the graph head of the detector or alone.
 
 ROI frame: a point ``(x, y)`` in image pixels inside the box ``(x0, y0, x1, y1)`` has
@@ -164,13 +165,49 @@ class _Graph(nn.Module):
         return self.sum_incoming(e) / self.num_nodes
 
 
-class GraphEncoder(_Graph):
-    """2D-KGNN encoder: visible/occluded edge logits from the keypoint graph (paper eq. 3-6).
+class _EdgeStack(_Graph):
+    """The encoder's MLP stack shared by the 2D- and 3D-KGNN (upstream's ``GraphEncoder`` body).
 
-    ``h1 = f_enc(v)``, ``h1_ij = f_e1([h1_i, h1_j])``; the factor-graph variant (NRI default)
-    adds ``h2_j = f_v(sum_i h1_ij)``, ``h2_ij = f_e2([h2_i, h2_j])``; the shipped upstream variant
-    (``factor=False``) applies ``f_e2`` to the edge features directly. Both end with a skip
-    concatenation and a linear edge classifier.
+    ``h1 = f_enc(v)``, ``h1_ij = f_e1([h1_i, h1_j])`` (node-to-edge message); the factor-graph
+    variant (NRI default) adds ``h2_j = f_v(sum_i h1_ij)`` (edge-to-node) and
+    ``h2_ij = f_e2([h2_i, h2_j])``; the shipped upstream variant (``factor=False``) applies
+    ``f_e2`` to the edge features directly. Both end with a skip concatenation:
+    :meth:`edge_features` maps nodes ``(N, K, n_in)`` to edge features ``(N, K (K - 1), H)``.
+    """
+
+    def __init__(
+        self, num_nodes: int, n_in: int, n_hid: int, dropout: float, factor: bool
+    ) -> None:
+        super().__init__(num_nodes)
+        self.factor = factor
+        self.mlp1 = MLP(n_in, n_hid, n_hid, dropout)
+        self.mlp2 = MLP(2 * n_hid, n_hid, n_hid, dropout)
+        self.mlp3 = MLP(n_hid, n_hid, n_hid, dropout)
+        self.mlp4 = MLP((3 if factor else 2) * n_hid, n_hid, n_hid, dropout)
+
+    def edge_features(self, nodes: Tensor) -> Tensor:
+        h = self.mlp1(nodes)  # (N, K, H)
+        e = self.mlp2.forward_from_fc1(self._edge_fc1(h))  # = mlp2(node2edge(h)), (N, E, H)
+        skip = e
+        if self.factor:
+            e = self.node2edge(self.mlp3(self.edge2node(e)))  # (N, E, 2H)
+        else:
+            e = self.mlp3(e)
+        return self.mlp4(torch.cat([e, skip], dim=-1))
+
+    def _edge_fc1(self, h: Tensor) -> Tensor:
+        """``mlp2.fc1(node2edge(h))`` without forming the ``(N, E, 2H)`` edge input: the linear
+        layer splits into receiver and sender halves applied per node, then gathered (exact;
+        ``K - 1`` times fewer multiplications in the encoder's widest layer)."""
+        weight, n_h = self.mlp2.fc1.weight, h.shape[-1]
+        recv = F.linear(h, weight[:, :n_h])[:, self.receive]
+        send = F.linear(h, weight[:, n_h:])[:, self.send]
+        return recv + send + self.mlp2.fc1.bias
+
+
+class GraphEncoder(_EdgeStack):
+    """2D-KGNN encoder: visible/occluded edge logits from the keypoint graph (paper eq. 3-6):
+    :meth:`_EdgeStack.edge_features` followed by a linear edge classifier.
 
     Input ``(N, K, n_in)``, output logits ``(N, K (K - 1), edge_types)``.
     """
@@ -184,35 +221,13 @@ class GraphEncoder(_Graph):
         dropout: float = 0.5,
         factor: bool = False,
     ) -> None:
-        super().__init__(num_nodes)
-        self.factor = factor
-        self.mlp1 = MLP(n_in, n_hid, n_hid, dropout)
-        self.mlp2 = MLP(2 * n_hid, n_hid, n_hid, dropout)
-        self.mlp3 = MLP(n_hid, n_hid, n_hid, dropout)
-        self.mlp4 = MLP((3 if factor else 2) * n_hid, n_hid, n_hid, dropout)
+        super().__init__(num_nodes, n_in, n_hid, dropout, factor)
         self.fc_out = nn.Linear(n_hid, edge_types)
         nn.init.xavier_normal_(self.fc_out.weight)
         nn.init.constant_(self.fc_out.bias, 0.1)
 
     def forward(self, nodes: Tensor) -> Tensor:
-        h = self.mlp1(nodes)  # (N, K, H)
-        e = self.mlp2.forward_from_fc1(self._edge_fc1(h))  # = mlp2(node2edge(h)), (N, E, H)
-        skip = e
-        if self.factor:
-            e = self.node2edge(self.mlp3(self.edge2node(e)))  # (N, E, 2H)
-        else:
-            e = self.mlp3(e)
-        e = self.mlp4(torch.cat([e, skip], dim=-1))
-        return self.fc_out(e)
-
-    def _edge_fc1(self, h: Tensor) -> Tensor:
-        """``mlp2.fc1(node2edge(h))`` without forming the ``(N, E, 2H)`` edge input: the linear
-        layer splits into receiver and sender halves applied per node, then gathered (exact;
-        ``K - 1`` times fewer multiplications in the encoder's widest layer)."""
-        weight, n_h = self.mlp2.fc1.weight, h.shape[-1]
-        recv = F.linear(h, weight[:, :n_h])[:, self.receive]
-        send = F.linear(h, weight[:, n_h:])[:, self.send]
-        return recv + send + self.mlp2.fc1.bias
+        return self.fc_out(self.edge_features(nodes))
 
 
 class GraphDecoder(_Graph):
@@ -256,44 +271,64 @@ class GraphDecoder(_Graph):
         return torch.cat([nodes[..., :COORD_DIMS] + delta, nodes[..., COORD_DIMS:]], dim=-1)
 
 
-class GraphEncoder3D(nn.Module):
+class GraphEncoder3D(_EdgeStack):
     """3D-KGNN: shape coefficients and weak-perspective camera from the graph (paper §3.3).
 
-    ``f_enc(V) -> (beta (B,), s, t (2,), q (4,))``; ``W = b_0 + sum_k beta_k sigma_k b_k``
-    (``(K, 3)``, paper; upstream used the mean shape only, i.e. ``num_basis=0``); projection
+    A graph net as upstream's ``GraphEncoder3D``: the encoder's message-passing stack
+    (:class:`_EdgeStack`: node-to-edge messages over the ``K (K - 1)`` directed edges, the MLPs,
+    the skip), then edge-to-node aggregation (incoming-edge sum / ``K``), the ``(K, H)`` node
+    features flattened and one linear layer to the parameters
+    ``(beta (B,), s, t (2,), q (4,))``. ``W = b_0 + sum_k beta_k sigma_k b_k`` (``(K, 3)``,
+    paper; upstream used the mean shape only, i.e. ``num_basis=0``); projection
     ``p = s R(q) W [:, :2] + t`` with ``s = softplus(.)`` positive and ``q`` normalised (both
     unconstrained upstream), then ``p_y *= w / h`` into the anisotropic ROI frame.
+
+    Deviation (conditioning only): the output layer starts with weights 100x smaller than
+    Xavier and a bias at the identity camera (``s = 1``, ``q = (1, 0, 0, 0)``, ``beta = 0``), so
+    the first projection is the mean shape filling the ROI rather than a random camera.
 
     Args:
         mean: ``(K, 3)`` mean shape ``b_0``.
         basis: ``(B, K, 3)`` principal components ``b_k``.
         sigma: ``(B,)`` their standard deviations ``sigma_k``.
+        n_in, n_hid, dropout, factor: as :class:`GraphEncoder` (upstream: width 512, dropout
+            0.5, ``factor=False``; about 2.46 M parameters at width 512 with ``n_in = 3``).
     """
 
     def __init__(
-        self, mean: Tensor, basis: Tensor, sigma: Tensor, n_in: int, n_hid: int, dropout: float
+        self,
+        mean: Tensor,
+        basis: Tensor,
+        sigma: Tensor,
+        n_in: int,
+        n_hid: int,
+        dropout: float,
+        factor: bool = False,
     ) -> None:
-        super().__init__()
-        num_nodes = mean.shape[0]
+        super().__init__(mean.shape[0], n_in, n_hid, dropout, factor)
         self.register_buffer("mean", mean.float())
         self.register_buffer("basis", basis.float())
         self.register_buffer("sigma", sigma.float())
         self.num_basis = basis.shape[0]
         n_params = self.num_basis + 1 + 2 + 4
-        self.mlp = MLP(num_nodes * n_in, n_hid, n_hid, dropout)
-        self.fc_out = nn.Linear(n_hid, n_params)
-        nn.init.zeros_(self.fc_out.weight)
+        self.fc_out = nn.Linear(self.num_nodes * n_hid, n_params)
+        nn.init.xavier_normal_(self.fc_out.weight, gain=0.01)
         with torch.no_grad():  # start at the identity rotation, unit scale, no shape offset
             self.fc_out.bias.zero_()
             self.fc_out.bias[self.num_basis] = math.log(math.e - 1.0)  # softplus -> 1
             self.fc_out.bias[self.num_basis + 3] = 1.0
 
+    def camera_and_shape(self, nodes: Tensor) -> Tensor:
+        """Parameters ``(N, B + 7)``: message passing over the 182 edges, edge2node, flatten,
+        linear (upstream's 3D head)."""
+        node_features = self.edge2node(self.edge_features(nodes))  # (N, K, H)
+        return self.fc_out(node_features.flatten(1))
+
     def forward(self, nodes: Tensor, aspect: Tensor) -> dict[str, Tensor]:
         """``nodes`` ``(N, K, D)``, ``aspect`` ``(N,)`` ROI ``w / h`` -> dict of ``beta``,
         ``scale`` ``(N,)``, ``translation`` ``(N, 2)``, ``quaternion`` ``(N, 4)``, ``shape``
         ``(N, K, 3)`` and ``projection`` ``(N, K, 2)`` in the ROI frame."""
-        n = nodes.shape[0]
-        params = self.fc_out(self.mlp(nodes.reshape(n, 1, -1)))[:, 0]  # (N, P)
+        params = self.camera_and_shape(nodes)  # (N, P)
         beta = params[:, : self.num_basis]
         scale = F.softplus(params[:, self.num_basis])
         translation = params[:, self.num_basis + 1 : self.num_basis + 3]
@@ -340,8 +375,7 @@ class KeypointGraphNet(nn.Module):
         use_type: keypoint-type one-hot in the node features (paper; upstream: off).
         encoder_hidden, decoder_hidden, hidden_3d: hidden widths (upstream 512).
         encoder_dropout, decoder_dropout: dropout probabilities (upstream 0.5).
-        dropout_3d: dropout of the 3D-KGNN's regression MLP (not given upstream; 0 regresses
-            the camera far better than 0.5).
+        dropout_3d: dropout of the 3D-KGNN's MLP stack (upstream shares the encoder's 0.5).
         factor: factor-graph encoder (NRI default; upstream shipped ``False``).
         use_3d: run the 3D-KGNN (needs ``shape_basis``).
         shape_basis: path of a shape-basis ``.npz`` (``mean``, ``basis``, ``sigma``).
@@ -403,7 +437,7 @@ class KeypointGraphNet(nn.Module):
             radius = mean.pow(2).sum(-1).mean().sqrt().clamp_min(1e-8)
             mean, sigma = mean / radius, sigma / radius
             self.encoder3d = GraphEncoder3D(
-                mean, basis, sigma, n_in, hidden_3d, dropout=dropout_3d
+                mean, basis, sigma, n_in, hidden_3d, dropout=dropout_3d, factor=factor
             )
 
     def make_nodes(self, xy: Tensor, confidence: Tensor) -> Tensor:

@@ -27,10 +27,19 @@ from occaist.geometry.multiview import (
 )
 from occaist.models.occlusion_net.kgnn import edge_labels
 
-__all__ = ["OCCLUDED_LOSS_MODES", "edge_loss", "heatmap_targets", "masked_l2", "trifocal_loss"]
+__all__ = [
+    "OCCLUDED_LOSS_MODES",
+    "REPROJECTION_TARGETS",
+    "edge_loss",
+    "heatmap_targets",
+    "masked_l2",
+    "reprojection_loss",
+    "trifocal_loss",
+]
 
 OCCLUDED_LOSS_MODES = ("trifocal", "triangulated", "annotated")
 TRIFOCAL_ERRORS = ("algebraic", "transfer")
+REPROJECTION_TARGETS = ("refined", "kgnn2d", "ground_truth")
 
 
 def heatmap_targets(keypoints: Tensor, mode: str) -> Tensor:
@@ -62,6 +71,38 @@ def masked_l2(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     sq = ((pred - target) ** 2).sum(dim=-1)
     m = mask.to(sq.dtype)
     return (sq * m).sum() / m.sum().clamp_min(1.0)
+
+
+def reprojection_loss(
+    out: dict[str, Tensor],
+    gt_roi: Tensor,
+    labelled: Tensor,
+    target: str = "refined",
+    exclude: tuple[int, ...] = (8, 13),
+    detach: bool = False,
+) -> Tensor:
+    """The 3D-KGNN reprojection loss: :func:`masked_l2` of ``out["keypoints_3d"]`` to a target,
+    over every keypoint but ``exclude`` (exhaust and centre).
+
+    ``target``: ``"refined"`` the 2D-KGNN output ``V'`` on every node (upstream), ``"kgnn2d"``
+    the 2D-KGNN prediction after ``replace`` (heatmap points on predicted-visible nodes), or
+    ``"ground_truth"`` the labelled keypoints ``gt_roi`` ``(N, K, 2)`` where ``labelled``
+    ``(N, K)``. ``detach`` stops the gradient into the 2D-KGNN target (upstream: not detached,
+    so the term also pulls ``V'`` towards the projection).
+
+    Upstream's weighting is ``sum / (2 * 100) / (N * 14)`` over ``N * 12`` terms, i.e. a weight
+    of ``0.005 * 12 / 14`` on this mean.
+    """
+    if target not in REPROJECTION_TARGETS:
+        raise ValueError(f"reprojection_target must be one of {REPROJECTION_TARGETS}")
+    keep = torch.ones_like(labelled)
+    keep[:, list(exclude)] = False
+    if target == "ground_truth":
+        goal, mask = gt_roi, keep & labelled
+    else:
+        goal = out["refined"][..., :2] if target == "refined" else out["keypoints_2d"]
+        goal, mask = (goal.detach() if detach else goal), keep
+    return masked_l2(out["keypoints_3d"], goal, mask)
 
 
 def trifocal_transfer(T: Tensor, x2: Tensor, x3: Tensor, damping: float = 1e-12) -> Tensor:
