@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import importlib
 import inspect
+import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -222,8 +223,20 @@ def _run_name(task_name: str) -> str:
     return f"{task_name}/{HydraConfig.get().job.num}"
 
 
+def _cwd() -> str:
+    """The directory the command was started in (``hydra.runtime.cwd`` without needing Hydra).
+
+    ``${hydra:runtime.cwd}`` is unset while Hydra computes the sweep directory of a multirun, and
+    ``oc.env`` evaluates its default eagerly, so ``paths.root_dir`` reads the cwd through this.
+    """
+    return os.getcwd()
+
+
 def register_resolvers() -> None:
-    """Resolvers used in the YAML tree: ``${occaist.sweep_group:}``, ``${occaist.run_name:x}``."""
+    """Resolvers of the YAML tree: ``${occaist.cwd:}``, ``${occaist.sweep_group:}``,
+    ``${occaist.run_name:x}``."""
+    if not OmegaConf.has_resolver("occaist.cwd"):
+        OmegaConf.register_new_resolver("occaist.cwd", _cwd)
     if not OmegaConf.has_resolver("occaist.sweep_group"):
         OmegaConf.register_new_resolver("occaist.sweep_group", _sweep_group)
     if not OmegaConf.has_resolver("occaist.run_name"):

@@ -1,1 +1,1 @@
-"""Lightning callbacks: NaN guards and image panels for W&B / TensorBoard."""
+"""Lightning callbacks: NaN guards, plain checkpoints, image panels for W&B / TensorBoard."""

@@ -11,12 +11,21 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
 
     The temporary name keeps the suffix so that writers choosing a format by extension
-    (PIL, scipy.io, numpy) behave as for the final name.
+    (PIL, scipy.io, numpy) behave as for the final name. The file gets the permissions of a
+    plainly created one (``0666`` less the umask): ``mkstemp`` alone would leave it ``0600``,
+    unreadable by a lab's other users and containers.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -27,6 +36,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

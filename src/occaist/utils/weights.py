@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from occaist.utils.errors import MissingDataError
 from occaist.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -59,7 +60,7 @@ KNOWN_WEIGHTS: dict[str, WeightsSpec] = {
 }
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(MissingDataError):
     """A pretrained weight file is not on disk (the message says where it was looked for)."""
 
 
