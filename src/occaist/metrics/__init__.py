@@ -2,7 +2,7 @@
 
 from occaist._lazy import lazy_getattr
 
-__all__ = ["PCK", "ChamferDistance", "MaskXOR", "PoseAccuracy"]
+__all__ = ["ADD", "ADDS", "PCK", "ChamferDistance", "MaskXOR", "PoseAccuracy"]
 __getattr__ = lazy_getattr(
     __name__,
     {
@@ -10,5 +10,7 @@ __getattr__ = lazy_getattr(
         "ChamferDistance": "occaist.metrics.point_cloud",
         "PoseAccuracy": "occaist.metrics.pose",
         "MaskXOR": "occaist.metrics.mask",
+        "ADD": "occaist.metrics.add",
+        "ADDS": "occaist.metrics.add",
     },
 )

@@ -72,6 +72,22 @@ class CarFusionPreset:
 
 
 @dataclass
+class BOPPreset:
+    """The pose dataset in the BOP layout (seed 004); counts are images per object and split."""
+
+    train_plain: int = 4
+    train_dr: int = 4
+    test: int = 4
+    image_size: list[int] = field(default_factory=lambda: [128, 128])
+    fov_deg: float = 40.0
+    fill: list[float] = field(default_factory=lambda: [0.45, 0.7])
+    elevation_deg: list[float] = field(default_factory=lambda: [10.0, 60.0])
+    centre_jitter: float = 0.04
+    jpeg_quality: int = 92
+    chunk: int = 25
+
+
+@dataclass
 class WorldPreset:
     """A whole world; ``name`` is the preset file's stem."""
 
@@ -79,6 +95,7 @@ class WorldPreset:
     shapenet: ShapeNetPreset = field(default_factory=ShapeNetPreset)
     stanford_cars: StanfordCarsPreset = field(default_factory=StanfordCarsPreset)
     carfusion: CarFusionPreset = field(default_factory=CarFusionPreset)
+    bop: BOPPreset = field(default_factory=BOPPreset)
 
 
 def available_presets() -> list[str]:

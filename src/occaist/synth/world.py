@@ -25,7 +25,7 @@ from typing import Any
 from occaist.data.common import SYNTHETIC_MARKER
 from occaist.synth.context import GENERATOR_VERSION, WorldContext
 from occaist.synth.presets import WorldPreset, load_preset
-from occaist.synth.writers import carfusion, shapenet, stanford_cars
+from occaist.synth.writers import bop, carfusion, shapenet, stanford_cars
 from occaist.utils.io import write_json_atomic, write_text_atomic
 from occaist.utils.logging import get_logger
 
@@ -46,6 +46,7 @@ def world_items(ctx: WorldContext) -> list[Item]:
     items += [("stanford", "test", j) for j in range(s.test)]
     for seq in range(len(carfusion.sequences(ctx))):
         items += [("carfusion", seq, f) for f in range(ctx.preset.carfusion.frames)]
+    items += bop.items(ctx)
     return items
 
 
@@ -79,6 +80,8 @@ def run_item(root: Path, preset: WorldPreset, seed: int, item: Item) -> Item:
         meta = stanford_cars.render_image(ctx, item[1], item[2])
     elif kind == "carfusion":
         meta = carfusion.render_frame(ctx, item[1], item[2])
+    elif kind == "bop":
+        meta = bop.render_chunk(ctx, item[1], item[2], item[3])
     else:
         raise ValueError(f"unknown item kind {kind!r}")
     write_json_atomic(_marker(root, item), meta)
@@ -126,7 +129,7 @@ def generate_world(
 
     Args:
         root: output folder; gets ``SYNTHETIC``, ``world.json``, ``shapenet_renders/``,
-            ``stanford_cars/``, ``carfusion/`` (docs/synthetic_world.md).
+            ``stanford_cars/``, ``carfusion/``, ``bop/occaist/`` (docs/synthetic_world.md).
         preset: ``tiny`` | ``demo`` | ``full`` (``occaist/conf/synth/<preset>.yaml``), or a
             ``WorldPreset`` (its ``name`` is recorded in ``world.json``).
         seed: world seed; the same (preset, seed) gives the same bytes.
@@ -167,6 +170,7 @@ def generate_world(
     counts |= carfusion.finalize(
         ctx, {(i[1], i[2]): m for i, m in metas.items() if i[0] == "carfusion"}
     )
+    counts |= bop.finalize(ctx, {i[1:]: m for i, m in metas.items() if i[0] == "bop"})
     write_json_atomic(root / "world.json", {**identity, "counts": counts, "config": asdict(cfg)})
     log.info("synthetic world written to %s in %.1f s", root, time.perf_counter() - start)
     return root
