@@ -16,7 +16,9 @@ from occaist.data import ShapeNetRendersDataModule
 from occaist.data.shapenet_renders import (
     CAR_SYNSET,
     ShapeNetRendersDataset,
+    UnreadableFileError,
     collate_models,
+    find_split_file,
     read_split,
     read_view,
     split_render_files,
@@ -148,3 +150,59 @@ def test_unreadable_image_is_skipped_and_counted(tiny_world: Path, tmp_path: Pat
     assert batch["model_id"] == [read_split(root, CAR_SYNSET, "val")[0]]
     assert ds.unreadable == [bad]
     assert collate_models([ds[1]]) is None
+
+
+@pytest.mark.parametrize(
+    "bad_file",
+    ["camera_3.mat", "render_0.png", "gt"],
+    ids=["empty_camera", "empty_render", "empty_gt_cloud"],
+)
+def test_every_empty_file_is_skipped_counted_and_named(
+    tiny_world: Path, tmp_path: Path, bad_file: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = _mini_root(tiny_world, tmp_path / "mini")
+    good, bad = read_split(root, CAR_SYNSET, "test")
+    if bad_file == "gt":
+        path = root / "gt" / "downsampled" / CAR_SYNSET / f"{bad}.mat"
+    else:
+        path = root / "renders" / CAR_SYNSET / bad / bad_file
+    path.write_bytes(b"")
+    dm = ShapeNetRendersDataModule(str(root), eval_batch_size=2, num_workers=0)
+    dm.setup("test")
+    with caplog.at_level("WARNING"):
+        batches = list(dm.test_dataloader())  # the test loop's reads: no exception
+    assert [b["model_id"] for b in batches] == [[good]]
+    assert dm.data_test.unreadable == [bad]
+    (record,) = dm.skipped()
+    assert record["file"] == str(path) and "empty" in record["reason"]
+    assert str(path) in caplog.text and "1 model(s) skipped" in caplog.text
+    with caplog.at_level("WARNING"):
+        dm.teardown("test")
+    assert f"test/{bad}: {path}" in caplog.text
+
+
+def test_read_view_names_a_corrupt_camera_file(tiny_world: Path, tmp_path: Path) -> None:
+    root = _mini_root(tiny_world, tmp_path / "mini")
+    model_dir = root / "renders" / CAR_SYNSET / read_split(root, CAR_SYNSET, "val")[0]
+    (model_dir / "camera_1.mat").write_bytes(b"garbage" * 20)
+    with pytest.raises(UnreadableFileError, match=r"camera_1\.mat") as err:
+        read_view(model_dir, 1)
+    assert err.value.path == model_dir / "camera_1.mat"
+    assert isinstance(err.value, OSError)  # callers catching OSError keep working
+
+
+def test_split_files_in_two_folders_must_agree(
+    tiny_world: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = _mini_root(tiny_world, tmp_path / "mini")
+    renders_copy = root / "renders" / f"{CAR_SYNSET}_val.txt"
+    (root / "splits").mkdir()
+    splits_copy = root / "splits" / f"{CAR_SYNSET}_val.txt"
+    splits_copy.write_text(renders_copy.read_text() + "\n")  # same ids, one more blank line
+    with caplog.at_level("INFO"):
+        assert find_split_file(root, CAR_SYNSET, "val") == renders_copy
+    assert str(renders_copy) in caplog.text and str(splits_copy) in caplog.text
+    splits_copy.write_text(renders_copy.read_text().splitlines()[0] + "\n")  # one id fewer
+    with pytest.raises(ValueError, match="two different split files") as err:
+        read_split(root, CAR_SYNSET, "val")
+    assert str(renders_copy) in str(err.value) and str(splits_copy) in str(err.value)

@@ -1,12 +1,13 @@
 """ShapeNet renders in the DPC layout: reader, Dataset and LightningDataModule.
 
-Layout (``eldar/differentiable-point-clouds``, reference brief A1), under ``root``::
+Layout (``eldar/differentiable-point-clouds``, ``create_tf_records.py``), under ``root``::
 
     renders/<synset>/<model_id>/render_{i}.png   RGBA; alpha is the mask (not always binary)
     renders/<synset>/<model_id>/depth_{i}.png    uint16, depth = value·10/65535 (background 10)
     renders/<synset>/<model_id>/camera_{i}.mat   ``extrinsic`` (4, 4), ``pos`` (3,) Blender z-up
     renders/<synset>_{train,val,test}.txt        model ids, one per line (also looked for in
-                                                 ``root/`` and ``root/splits/``)
+                                                 ``root/`` and ``root/splits/``; copies in
+                                                 several of them must list the same ids)
     gt/downsampled/<synset>/<model_id>.mat       ``points`` float64 (M, 3), M varies per model
 
 As upstream's converter (``create_tf_records.py``): views are ``sorted(render_*.png)`` by the index
@@ -15,6 +16,12 @@ composited on a **white** background, ``rgb·a + (1 − a)``, in [0, 1]; the mas
 different ``image_size`` resizes RGB and mask bicubically and depth with nearest neighbour. The
 ground-truth pose is ``quaternion_from_campos(pos)`` (``occaist.geometry.camera``). Model ids are
 kept as strings (ShapeNet v1 ids have 29-32 characters; never pad them).
+
+**Bad files.** A model with any unreadable file (empty, truncated or corrupt render, camera,
+depth or ground-truth file, or a camera position that is not finite) is skipped: the dataset
+returns ``None`` for it, logs a warning naming the file and the reason with the running count,
+and keeps the record in ``skipped``; :func:`collate_models` drops it, and the datamodule logs a
+summary of every skipped file of the run when it is torn down.
 
 The same reader works unchanged on a stylized copy (the AIST ``stylize`` step rewrites only the
 ``render_{i}.png`` files). Public helpers other code reuses: :func:`find_split_file`,
@@ -26,6 +33,8 @@ from __future__ import annotations
 
 import os
 import re
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +43,7 @@ import pytorch_lightning as pl
 import scipy.io
 import torch
 from PIL import Image, UnidentifiedImageError
+from scipy.io.matlab import MatReadError
 from torch.utils.data import DataLoader, Dataset
 
 from occaist.data.common import warn_if_synthetic
@@ -48,6 +58,7 @@ __all__ = [
     "SPLIT_DIRS",
     "ShapeNetRendersDataModule",
     "ShapeNetRendersDataset",
+    "UnreadableFileError",
     "collate_models",
     "find_split_file",
     "read_gt_points",
@@ -70,25 +81,84 @@ _HOW_TO_GET = (
     "eldar/differentiable-point-clouds) and pass data.root=<their root>"
 )
 _VIEW_INDEX = re.compile(r"render_(\d+)\.png$")
-#: Read errors that make a view unreadable (skipped and counted) rather than fatal.
-_READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, KeyError, SyntaxError)
+#: What reading a damaged render, camera, depth or ground-truth file can raise (PIL, scipy's
+#: MAT reader and the zlib / struct layers under them).
+_READ_ERRORS = (
+    OSError,
+    UnidentifiedImageError,
+    ValueError,
+    KeyError,
+    IndexError,
+    EOFError,
+    SyntaxError,
+    MatReadError,
+    struct.error,
+    zlib.error,
+)
+
+
+class UnreadableFileError(OSError):
+    """A file of the layout that cannot be read; ``path`` names it and ``reason`` says why."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+def _read(path: Path, reader: Any) -> Any:
+    """``reader(path)``, with every read failure turned into :class:`UnreadableFileError`."""
+    try:
+        if path.is_file() and path.stat().st_size == 0:
+            raise UnreadableFileError(path, "empty file (0 bytes)")
+        return reader(path)
+    except UnreadableFileError:
+        raise
+    except _READ_ERRORS as err:
+        raise UnreadableFileError(path, f"{type(err).__name__}: {err}") from err
+
+
+def _split_ids(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 def find_split_file(root: str | os.PathLike, synset: str, split: str) -> Path:
-    """The split file ``<synset>_<split>.txt`` under one of :data:`SPLIT_DIRS` of ``root``."""
+    """The split file ``<synset>_<split>.txt`` under one of :data:`SPLIT_DIRS` of ``root``.
+
+    When several of those folders hold one, they must list the same model ids: the first (in
+    :data:`SPLIT_DIRS` order) is used and the others named in a log line; copies that differ
+    raise ``ValueError`` naming both, rather than one silently winning.
+    """
     root = Path(root)
-    for folder in SPLIT_DIRS:
-        candidate = root / folder / f"{synset}_{split}.txt"
-        if candidate.is_file():
-            return candidate
-    looked = ", ".join(str(root / d / f"{synset}_{split}.txt") for d in SPLIT_DIRS)
-    raise FileNotFoundError(f"split file for split {split!r} not found (looked at {looked})")
+    found = [
+        root / folder / f"{synset}_{split}.txt"
+        for folder in SPLIT_DIRS
+        if (root / folder / f"{synset}_{split}.txt").is_file()
+    ]
+    if not found:
+        looked = ", ".join(str(root / d / f"{synset}_{split}.txt") for d in SPLIT_DIRS)
+        raise FileNotFoundError(f"split file for split {split!r} not found (looked at {looked})")
+    chosen = found[0]
+    if len(found) > 1:
+        ids = _split_ids(chosen)
+        for other in found[1:]:
+            if _split_ids(other) != ids:
+                raise ValueError(
+                    f"split {split!r} has two different split files: {chosen} and {other} "
+                    "list different model ids; delete or fix the one that is wrong"
+                )
+        log.info(
+            "split %r: using %s (identical copies: %s)",
+            split,
+            chosen,
+            ", ".join(str(p) for p in found[1:]),
+        )
+    return chosen
 
 
 def read_split(root: str | os.PathLike, synset: str, split: str) -> list[str]:
     """Model ids of ``split`` in file order (blank lines skipped, ids kept as strings)."""
-    text = find_split_file(root, synset, split).read_text()
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return _split_ids(find_split_file(root, synset, split))
 
 
 def view_paths(model_dir: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -138,16 +208,15 @@ def read_view(
     Returns ``rgba`` (H, W, 4) as stored in [0, 1]; ``rgb`` (H, W, 3) composited on white;
     ``mask`` (H, W) = alpha; ``cam_pos`` (3,); ``extrinsic`` (4, 4); with ``load_depth`` also
     ``depth`` (H, W) in [0, 10]. ``image_size`` resizes (bicubic for RGB and mask, clipped to
-    [0, 1]; nearest for depth). Raises OSError / ValueError / KeyError on unreadable files.
+    [0, 1]; nearest for depth). Raises :class:`UnreadableFileError` (an ``OSError``) naming the
+    file when one cannot be read or its camera is not finite.
     """
     model_dir = Path(model_dir)
-    with Image.open(model_dir / f"render_{view}.png") as im:
-        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
-    camera = scipy.io.loadmat(model_dir / f"camera_{view}.mat")
-    out = {
-        "cam_pos": np.asarray(camera["pos"], dtype=np.float32).reshape(3),
-        "extrinsic": np.asarray(camera["extrinsic"], dtype=np.float32).reshape(4, 4),
-    }
+    rgba = _read(model_dir / f"render_{view}.png", _read_rgba)
+    camera_path = model_dir / f"camera_{view}.mat"
+    out = _read(camera_path, _read_camera)
+    if not (np.isfinite(out["cam_pos"]).all() and np.isfinite(out["extrinsic"]).all()):
+        raise UnreadableFileError(camera_path, "camera values are not finite")
     if image_size is not None and rgba.shape[0] != image_size:
         rgba = np.clip(_resize(rgba, image_size, Image.Resampling.BICUBIC), 0.0, 1.0)
     alpha = rgba[..., 3]
@@ -155,27 +224,53 @@ def read_view(
     out["mask"] = alpha
     out["rgb"] = rgba[..., :3] * alpha[..., None] + (1.0 - alpha[..., None])
     if load_depth:
-        with Image.open(model_dir / f"depth_{view}.png") as im:
-            depth = np.asarray(im, dtype=np.float32) * (MAX_DEPTH / DEPTH_PNG_SCALE)
+        depth = _read(model_dir / f"depth_{view}.png", _read_depth)
         if image_size is not None and depth.shape[0] != image_size:
             depth = _resize(depth, image_size, Image.Resampling.NEAREST)
         out["depth"] = depth
     return out
 
 
+def _read_rgba(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+
+
+def _read_camera(path: Path) -> dict[str, np.ndarray]:
+    camera = scipy.io.loadmat(path)
+    return {
+        "cam_pos": np.asarray(camera["pos"], dtype=np.float32).reshape(3),
+        "extrinsic": np.asarray(camera["extrinsic"], dtype=np.float32).reshape(4, 4),
+    }
+
+
+def _read_depth(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im, dtype=np.float32) * (MAX_DEPTH / DEPTH_PNG_SCALE)
+
+
+def _read_points(path: Path) -> np.ndarray:
+    points = np.asarray(scipy.io.loadmat(path)["points"], dtype=np.float32).reshape(-1, 3)
+    if not np.isfinite(points).all():
+        raise UnreadableFileError(path, "ground-truth points are not finite")
+    return points
+
+
 def read_gt_points(root: str | os.PathLike, synset: str, model_id: str) -> np.ndarray | None:
-    """Ground-truth cloud ``(M, 3)`` float32 from ``gt/downsampled/<synset>/<id>.mat``, or None."""
+    """Ground-truth cloud ``(M, 3)`` float32 from ``gt/downsampled/<synset>/<id>.mat``, or None
+    when the file does not exist; :class:`UnreadableFileError` when it cannot be read."""
     path = Path(root) / "gt" / "downsampled" / synset / f"{model_id}.mat"
     if not path.is_file():
         return None
-    return np.asarray(scipy.io.loadmat(path)["points"], dtype=np.float32).reshape(-1, 3)
+    return _read(path, _read_points)
 
 
 class ShapeNetRendersDataset(Dataset):
     """Models of one split; an item is several views of one model (and its ground-truth cloud).
 
-    Item (``None`` when a file of the model is unreadable: skipped, logged and counted in
-    ``unreadable``; :func:`collate_models` drops it):
+    Item (``None`` when a file of the model is unreadable: skipped, logged with the file's path
+    and counted in ``unreadable`` (model ids) and ``skipped`` (model id, file, reason);
+    :func:`collate_models` drops it):
 
     - ``image`` (V, 3, H, W) float in [0, 1] on white, ``mask`` (V, 1, H, W),
     - ``quaternion`` (V, 4) ground-truth pose from ``cam_pos`` (V, 3), ``view`` (V,) indices,
@@ -211,6 +306,7 @@ class ShapeNetRendersDataset(Dataset):
         self.with_gt = with_gt
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.unreadable: list[str] = []
+        self.skipped: list[dict[str, str]] = []
         if views_per_model is not None and views_per_model > num_views:
             raise ValueError(f"views_per_model={views_per_model} > num_views={num_views}")
         ids = read_split(self.root, synset, split)
@@ -263,15 +359,22 @@ class ShapeNetRendersDataset(Dataset):
         return arrays
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
+        model_id = self.model_ids[index]
         try:
             arrays = self._load_model(index)
+            points = read_gt_points(self.root, self.synset, model_id) if self.with_gt else None
         except _READ_ERRORS as err:
-            self.unreadable.append(self.model_ids[index])
+            path = getattr(err, "path", None) or getattr(err, "filename", None) or "?"
+            reason = getattr(err, "reason", None) or f"{type(err).__name__}: {err}"
+            if model_id not in self.unreadable:
+                self.unreadable.append(model_id)
+                self.skipped.append({"model_id": model_id, "file": str(path), "reason": reason})
             log.warning(
-                "skipping model %s of split %r: unreadable file (%s); %d skipped so far",
-                self.model_ids[index],
+                "skipping model %s of split %r: unreadable file %s (%s); %d model(s) skipped",
+                model_id,
                 self.split,
-                err,
+                path,
+                reason,
                 len(self.unreadable),
             )
             return None
@@ -296,7 +399,6 @@ class ShapeNetRendersDataset(Dataset):
         if self.load_depth:
             item["depth"] = torch.from_numpy(arrays["depth"])[:, None][pick]
         if self.with_gt:
-            points = read_gt_points(self.root, self.synset, self.model_ids[index])
             item["points"] = torch.from_numpy(
                 points if points is not None else np.zeros((0, 3), np.float32)
             )
@@ -419,6 +521,28 @@ class ShapeNetRendersDataModule(pl.LightningDataModule):
         ):
             if ds is not None:
                 log.info("shapenet_renders %s (%s): %d models", name, ds.split, len(ds))
+
+    def skipped(self) -> list[dict[str, str]]:
+        """Every skipped model of this process's datasets: split, model id, file, reason.
+
+        Datasets read in DataLoader worker processes count there, not here (``num_workers`` 0
+        keeps the full list; the workers' warnings still name every file)."""
+        out = []
+        for ds in (self.data_train, self.data_val, self.data_test):
+            if ds is not None:
+                out += [{"split": ds.split, **rec} for rec in ds.skipped]
+        return out
+
+    def teardown(self, stage: str | None = None) -> None:
+        skipped = self.skipped()
+        if skipped:
+            log.warning(
+                "%d model(s) skipped for unreadable files: %s",
+                len(skipped),
+                "; ".join(
+                    f"{r['split']}/{r['model_id']}: {r['file']} ({r['reason']})" for r in skipped
+                ),
+            )
 
     def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
         hp = self.hparams
