@@ -17,8 +17,8 @@ from occaist.data.carfusion import (
     read_gt_file,
     stable_image_id,
 )
-from occaist.geometry.multiview import project
 from occaist.data.keypoints import FLIP_PERMUTATION, LATERAL_AXIS
+from occaist.geometry.multiview import project
 
 IMAGE_W, IMAGE_H = 160, 120
 #: a box-shaped car, 14 keypoints in the occaist car frame (x forward, y up, z right)
@@ -223,3 +223,113 @@ def test_coco_conversion_round_trip(world: Path, tmp_path, repo_root) -> None:
         np.stack([rec.boxes[i] for i in sorted(rec.boxes)]),
         atol=0.01,
     )
+
+
+def _convert(world: Path, out: Path, repo_root: Path) -> dict:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "carfusion_to_coco", repo_root / "scripts" / "carfusion_to_coco.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    argv = ["--root", str(world / "carfusion"), "--out", str(out)]
+    script.main([*argv, "--train", "butler", "--test", "penn"])
+    return json.loads((out / "car_keypoints_train.json").read_text())
+
+
+def test_coco_output_follows_conventions_and_scores_ap_1_against_itself(
+    world: Path, tmp_path, repo_root
+) -> None:
+    from pycocotools.coco import COCO
+
+    from occaist.metrics.oks import CAR_OKS_SIGMAS, coco_keypoint_ap
+
+    coco = _convert(world, tmp_path / "ann", repo_root)
+    assert {"info", "licenses", "images", "annotations", "categories"} <= set(coco)
+    names, skeleton = coco["categories"][0]["keypoints"], coco["categories"][0]["skeleton"]
+    first = [names[i - 1] for i in skeleton[0]]  # COCO is 1-based
+    assert first == ["Right_Front_wheel", "Right_Back_wheel"] and min(min(skeleton)) == 1
+    assert all(1 <= x["id"] <= 2**53 for x in coco["images"] + coco["annotations"])
+    kps = [np.array(a["keypoints"], dtype=object).reshape(14, 3) for a in coco["annotations"]]
+    assert all(isinstance(v, int) for k in kps for v in k[:, 2])
+    assert all(x == y == 0 for k in kps for x, y, v in k if v == 0)
+    COCO(str(tmp_path / "ann" / "car_keypoints_train.json"))  # pycocotools reads it
+    dets = [
+        {"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0}
+        for a in coco["annotations"]
+    ]
+    assert coco_keypoint_ap(coco, dets)["AP"] == pytest.approx(1.0)
+    moved = [dict(d, keypoints=[v + 15.0 * (i % 3 < 2) for i, v in enumerate(d["keypoints"])])
+             for d in dets]  # fmt: skip
+    assert coco_keypoint_ap(coco, moved)["AP"] < 0.9  # 15 px off on 60-px cars
+    with pytest.raises(ValueError, match="sigmas"):
+        coco_keypoint_ap(coco, dets, sigmas=CAR_OKS_SIGMAS[:12])
+
+
+def test_coco_reader_per_split_roots_and_image_checks(world: Path, tmp_path, repo_root) -> None:
+    """upstream's converter writes per-split roots (train/<seq>/images_jpg/...): the reader
+    finds them through image_roots or the JSON's own folder, and names what is missing."""
+    import shutil
+
+    coco = _convert(world, tmp_path / "ann", repo_root)
+    split = tmp_path / "split" / "train"
+    shutil.copytree(world / "carfusion" / "car_butler1", split / "car_butler1")
+    (split / "car_keypoints_train.json").write_text(json.dumps(coco))
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    files = {"train": str(split / "car_keypoints_train.json")}
+    for kw in ({}, {"image_roots": {"train": str(split)}}):
+        dm = CarFusionDataModule(
+            root=str(empty), annotation_files=files, min_image_keypoints=3, **kw
+        )
+        records = dm._records("train")
+        assert len(records) == 6 and (Path(records[0].image)).is_file()
+    (split / coco["images"][0]["file_name"]).unlink()
+    dm = CarFusionDataModule(root=str(empty), annotation_files=files, min_image_keypoints=3)
+    with pytest.raises(FileNotFoundError, match="images_jpg"):
+        dm._records("train")
+
+
+def test_bad_label_rows_are_counted_named_and_skipped(tmp_path, caplog) -> None:
+    from occaist.data.carfusion import LabelReport
+
+    path = tmp_path / "03_0007.txt"
+    rows = [
+        "10,20,1,5,1",  # good
+        "nan,nan,3,5,2",  # non-finite
+        "inf,20,4,5,1",  # non-finite
+        "10,20,2,5",  # 4 fields
+        "10,20,15,5,1",  # keypoint id 15
+        "10,abc,2,5,1",  # non-numeric
+        "10,20,2,5,7",  # unknown vis code
+        "11,21,1,5,1",  # duplicate of line 1
+        "",  # blank lines are not rows
+        "30,40,2,5,2",  # good
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    report = LabelReport()
+    with caplog.at_level("WARNING"):
+        kps = read_gt_file(path, width=80, height=50, report=report)[5]
+    assert dict(report.counts) == {
+        "non-finite": 2, "fields": 1, "keypoint id": 1, "non-numeric": 1, "vis code": 1,
+        "duplicate": 1,
+    }  # fmt: skip
+    assert np.isfinite(kps).all()
+    assert kps[:3].tolist() == [[10, 20, 2], [30, 40, 1], [0, 0, 0]]
+    assert f"{path}:2 (non-finite)" in caplog.text and f"{path}:6 (non-numeric)" in caplog.text
+    read_gt_file(path, width=80, height=50)  # without a report: one summary naming the file
+    assert "skipped 7 bad label rows in 1 files" in caplog.text
+
+
+def test_nan_label_never_reaches_a_box(world: Path, tmp_path) -> None:
+    import shutil
+
+    root = tmp_path / "nan"
+    shutil.copytree(world / "carfusion", root / "carfusion")
+    gt = sorted((root / "carfusion" / "car_butler1" / "gt").glob("*.txt"))[0]
+    gt.write_text(gt.read_text() + "nan,nan,3,1,2\n")
+    dm = _datamodule(root)
+    dm.setup("fit")
+    for _, target in dm.datasets["train"]:
+        assert torch.isfinite(target["boxes"]).all() and torch.isfinite(target["keypoints"]).all()

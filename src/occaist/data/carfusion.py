@@ -50,6 +50,7 @@ __all__ = [
     "CarFusionDataModule",
     "CarFusionDataset",
     "FrameRecord",
+    "LabelReport",
     "collate_detection",
     "hull_box",
     "read_gt_file",
@@ -66,31 +67,113 @@ MIN_INSTANCE_KEYPOINTS = 3
 
 
 def stable_image_id(relative_path: str) -> int:
-    """A machine-independent image id: the first 60 bits of SHA-1 of the relative path (the
-    official converter's ids depend on ``os.listdir`` order)."""
-    return int(hashlib.sha1(relative_path.encode()).hexdigest()[:15], 16)
+    """A machine-independent image id in ``1 .. 2^52``: the first 52 bits of SHA-1 of the
+    relative path, plus one (the official converter's ids depend on ``os.listdir`` order; ids
+    above 2^53 lose digits in JSON readers that parse numbers as doubles)."""
+    return int(hashlib.sha1(relative_path.encode()).hexdigest()[:13], 16) + 1
 
 
-def read_gt_file(path: str | Path, width: int, height: int) -> dict[int, np.ndarray]:
+class LabelReport:
+    """Bad label rows met while reading ``gt/*.txt`` files: counted per reason, each one logged
+    with its file and line (the first ``max_logged``), and summarised by :meth:`log_summary`.
+
+    Reasons: ``fields`` (not 5 comma-separated fields), ``non-numeric``, ``non-finite`` (NaN or
+    infinite coordinate or code), ``keypoint id`` (not an integer in 1..14), ``instance id`` (not
+    an integer), ``vis code`` (not 1, 2 or 3), ``duplicate`` (the same keypoint of the same
+    instance listed again; the first row is kept).
+    """
+
+    def __init__(self, max_logged: int = 20) -> None:
+        self.counts: dict[str, int] = defaultdict(int)
+        self.files: set[str] = set()
+        self.max_logged = max_logged
+        self.logged = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def skip(self, path: Path, lineno: int, reason: str, line: str) -> None:
+        """Count one skipped row and log it (file and 1-based line)."""
+        self.counts[reason] += 1
+        self.files.add(str(path))
+        if self.logged < self.max_logged:
+            log.warning("skipping bad label row %s:%d (%s): %r", path, lineno, reason, line)
+            self.logged += 1
+
+    def log_summary(self) -> None:
+        if self.total:
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+            log.warning(
+                "skipped %d bad label rows in %d files (%s); files: %s",
+                self.total,
+                len(self.files),
+                reasons,
+                sorted(self.files)[:5],
+            )
+
+
+def _as_int(text: str) -> int | None:
+    """An integer field (``"3"`` or ``"3.0"``), or None."""
+    value = float(text)
+    return int(value) if value.is_integer() else None
+
+
+def read_gt_file(
+    path: str | Path, width: int, height: int, report: LabelReport | None = None
+) -> dict[int, np.ndarray]:
     """Parse one ``gt/<cam>_<frame>.txt``: ``{instance_id: (K, 3) float [x, y, v_coco]}``.
 
     Unlisted keypoints are ``(0, 0, 0)``; points with ``x <= 0``, ``x > width``, ``y <= 0`` or
-    ``y > height`` get ``v = 0`` and keep their coordinates (as the official converter).
+    ``y > height`` get ``v = 0`` and keep their coordinates (as the official converter). Rows
+    that are not a valid ``x,y,kp_id,instance_id,vis`` (see :class:`LabelReport` for the
+    checks, non-finite values included) are skipped, counted in ``report`` and logged with the
+    file and line; without ``report`` a summary is logged for this file.
     """
+    path = Path(path)
+    own = report is None
+    report = LabelReport() if report is None else report
     out: dict[int, np.ndarray] = {}
-    for line in Path(path).read_text().splitlines():
-        parts = [p for p in line.replace(" ", "").split(",") if p]
-        if len(parts) < 5:
+    seen: set[tuple[int, int]] = set()
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
             continue
-        x, y = float(parts[0]), float(parts[1])
-        kp, inst, vis = int(float(parts[2])), int(float(parts[3])), int(float(parts[4]))
-        if not 1 <= kp <= NUM_KEYPOINTS:
+        parts = [p.strip() for p in line.split(",")]
+        if parts and parts[-1] == "":
+            parts = parts[:-1]  # a trailing comma
+        if len(parts) != 5:
+            report.skip(path, lineno, "fields", line)
             continue
+        try:
+            values = [float(p) for p in parts]
+        except ValueError:
+            report.skip(path, lineno, "non-numeric", line)
+            continue
+        if not all(np.isfinite(values)):
+            report.skip(path, lineno, "non-finite", line)
+            continue
+        x, y = values[0], values[1]
+        kp, inst, vis = _as_int(parts[2]), _as_int(parts[3]), _as_int(parts[4])
+        if kp is None or not 1 <= kp <= NUM_KEYPOINTS:
+            report.skip(path, lineno, "keypoint id", line)
+            continue
+        if inst is None:
+            report.skip(path, lineno, "instance id", line)
+            continue
+        if vis not in VIS_TO_COCO:
+            report.skip(path, lineno, "vis code", line)
+            continue
+        if (inst, kp) in seen:
+            report.skip(path, lineno, "duplicate", line)
+            continue
+        seen.add((inst, kp))
         kps = out.setdefault(inst, np.zeros((NUM_KEYPOINTS, 3)))
-        v = VIS_TO_COCO.get(vis, 0)
+        v = VIS_TO_COCO[vis]
         if x <= 0 or x > width or y <= 0 or y > height:
             v = 0
         kps[kp - 1] = (x, y, v)
+    if own:
+        report.log_summary()
     return out
 
 
@@ -176,6 +259,7 @@ def scan_carfusion(
         )
     available = [p.name for p in root.iterdir() if (p / "gt").is_dir()]
     records = []
+    report = LabelReport()
     for seq in match_sequences(available, sequences, allow_missing):
         seq_dir = root / seq
         cameras = _load_cameras(seq_dir)
@@ -188,28 +272,91 @@ def scan_carfusion(
             with Image.open(root / image_rel) as im:
                 width, height = im.size
             rec = FrameRecord(image_rel, seq, cam, frame, width, height)
-            for inst, kps in read_gt_file(gt, width, height).items():
+            for inst, kps in read_gt_file(gt, width, height, report).items():
                 box = hull_box(kps, width, height)
                 if box is not None:
                     rec.keypoints[inst], rec.boxes[inst] = kps, box
             if cameras is not None:
                 rec.camera = cameras.get(gt.stem)
             records.append(rec)
+    report.log_summary()
     return records
 
 
-def read_coco_keypoints(root: str | Path, annotation_file: str | Path) -> list[FrameRecord]:
-    """Records from a CarFusion COCO-keypoint JSON (``file_name`` relative to ``root``; boxes
-    ``xywh``). No instance ids or cameras survive the conversion, so no multi-view targets."""
-    data = json.loads(Path(annotation_file).read_text())
+def resolve_image_root(
+    annotation_file: Path, file_names: Sequence[str], candidates: Sequence[Path]
+) -> Path:
+    """The folder that ``file_name`` s of a COCO JSON are relative to: the first of
+    ``candidates`` (a per-split image root, the data root), then the JSON's own folder and its
+    parent, holding the first image (upstream's converter writes per-split roots such as
+    ``train/``, ``test/``). Raises ``FileNotFoundError`` naming every folder tried."""
+    tried = [*candidates, annotation_file.parent, annotation_file.parent.parent]
+    if not file_names:
+        return Path(tried[0])
+    for base in tried:
+        if (Path(base) / file_names[0]).is_file():
+            return Path(base)
+    raise FileNotFoundError(
+        f"{annotation_file}: image {file_names[0]!r} is under none of "
+        f"{[str(t) for t in tried]}; set data.image_roots.<split> to the folder its file_name "
+        "values are relative to"
+    )
+
+
+def check_images(root: Path, images: Sequence[dict[str, Any]], source: Path) -> None:
+    """Every image of a COCO ``images`` list exists under ``root`` with the listed size (read
+    from the header only); the error names the first few that do not."""
+    problems = []
+    for img in images:
+        path = root / img["file_name"]
+        if not path.is_file():
+            problems.append(f"{img['file_name']}: missing")
+            continue
+        with Image.open(path) as im:
+            if im.size != (img["width"], img["height"]):
+                problems.append(
+                    f"{img['file_name']}: {im.size[0]}x{im.size[1]} on disk, "
+                    f"{img['width']}x{img['height']} in the JSON"
+                )
+    if problems:
+        raise FileNotFoundError(
+            f"{source}: {len(problems)} of {len(images)} images unusable under {root}: "
+            + "; ".join(problems[:5])
+        )
+
+
+def read_coco_keypoints(
+    root: str | Path, annotation_file: str | Path, image_root: str | Path | None = None
+) -> list[FrameRecord]:
+    """Records from a CarFusion COCO-keypoint JSON (boxes ``xywh``). ``file_name`` is resolved
+    by :func:`resolve_image_root` (``image_root``, then ``root``, then the JSON's folder) and
+    every image is checked (:func:`check_images`). No instance ids or cameras survive the
+    conversion, so no multi-view targets. ``FrameRecord.image`` is the path relative to
+    ``root`` when the image lies under it, else absolute."""
+    root, annotation_file = Path(root), Path(annotation_file)
+    if not annotation_file.is_file():
+        raise FileNotFoundError(f"COCO annotation file {annotation_file} not found")
+    data = json.loads(annotation_file.read_text())
+    for key in ("images", "annotations"):
+        if key not in data:
+            raise ValueError(f"{annotation_file}: not a COCO file (no {key!r})")
+    candidates = [Path(image_root)] if image_root is not None else []
+    names = [img["file_name"] for img in data["images"]]
+    base = resolve_image_root(annotation_file, names, [*candidates, root])
+    check_images(base, data["images"], annotation_file)
     by_image: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for ann in data["annotations"]:
         by_image[ann["image_id"]].append(ann)
     records = []
     for img in data["images"]:
-        seq, _, rest = img["file_name"].partition("/")
-        cam, _, frame = Path(rest).stem.partition("_")
-        rec = FrameRecord(img["file_name"], seq, cam, frame, img["width"], img["height"])
+        path = (base / img["file_name"]).resolve()
+        try:
+            rel = str(path.relative_to(root.resolve()))
+        except ValueError:
+            rel = str(path)
+        seq = Path(img["file_name"]).parts[0]
+        cam, _, frame = Path(img["file_name"]).stem.partition("_")
+        rec = FrameRecord(rel, seq, cam, frame, img["width"], img["height"])
         for i, ann in enumerate(by_image[img["id"]]):
             x, y, w, h = ann["bbox"]
             if w < 1 or h < 1:
@@ -401,6 +548,8 @@ class CarFusionDataModule(pl.LightningDataModule):
         allow_missing_sequences: warn instead of failing for names matching no folder.
         annotation_files: COCO-keypoint JSONs ``{"train": ..., "val": ..., "test": ...}``
             (relative to ``root`` or absolute) read instead of ``gt/*.txt`` when given.
+        image_roots: per-split folders the JSONs' ``file_name`` s are relative to (upstream's
+            converter writes ``train/``, ``test/``); default: ``root``, else the JSON's folder.
         multiview: build the multi-view targets (``triangulated``/``trifocal`` losses).
         require_cameras: fail at set-up when a training sequence has no ``cameras.json``
             (set by the ``trifocal`` experiments; real CarFusion has none).
@@ -419,6 +568,7 @@ class CarFusionDataModule(pl.LightningDataModule):
         val_sequences: list[str] | None = None,
         allow_missing_sequences: bool = False,
         annotation_files: dict[str, Any] | None = None,
+        image_roots: dict[str, Any] | None = None,
         multiview: bool = False,
         require_cameras: bool = False,
         min_image_keypoints: int = 10,
@@ -440,7 +590,11 @@ class CarFusionDataModule(pl.LightningDataModule):
         if files.get(split):
             path = Path(files[split])
             path = path if path.is_absolute() else self.root / path
-            records = read_coco_keypoints(self.root, path)
+            roots = hp.image_roots or {}
+            image_root = roots.get(split) or roots.get("train" if split == "train" else "test")
+            if image_root is not None and not Path(image_root).is_absolute():
+                image_root = self.root / image_root
+            records = read_coco_keypoints(self.root, path, image_root)
         else:
             names = {
                 "train": hp.train_sequences,
