@@ -9,7 +9,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from occaist.cli import NON_FINITE_OBJECTIVE, objective_value
+from occaist.tasks import NON_FINITE_OBJECTIVE, objective_value
 from occaist.schemas import TARGET_GROUPS, conf_dir, schema_name
 from tests.helpers import composed
 
@@ -105,8 +105,15 @@ def test_objective_value_turns_nan_into_penalty() -> None:
     assert objective_value({"val/loss": 0.25}, "val/loss") == 0.25
     assert objective_value({"val/loss": 1.0}, None) is None
     assert math.isfinite(objective_value({"val/loss": float("inf")}, "val/loss"))
-    with pytest.raises(KeyError, match="val/other"):
-        objective_value({"val/loss": 1.0}, "val/other")
+
+
+def test_objective_penalty_is_on_the_wrong_side_of_the_direction() -> None:
+    """A trial that never logged its metric (or got NaN) must lose, whichever way we optimise."""
+    assert objective_value({"val/loss": 1.0}, "val/other") == NON_FINITE_OBJECTIVE
+    assert objective_value({}, "val/iou", direction="maximize") == -NON_FINITE_OBJECTIVE
+    nan = {"val/iou": float("nan")}
+    assert objective_value(nan, "val/iou", direction="maximize") == -NON_FINITE_OBJECTIVE
+    assert objective_value({"val/iou": 0.5}, "val/iou", direction="maximize") == 0.5
 
 
 def test_default_callbacks_instantiate_with_constructor_defaults(tmp_path: Path) -> None:

@@ -160,6 +160,18 @@ def test_changed_settings_are_refused(world, reference, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_run_that_committed_nothing_does_not_lock_its_out_dir(world, tmp_path):
+    """A first run with a wrong ratio-fit folder fails; the corrected rerun must go through."""
+    cars, renders = world
+    out = tmp_path / "out"
+    wrong = _settings(cars, renders, out, max_images=1)
+    wrong.ratio_fit.renders_root = str(tmp_path / "no_renders_here")
+    with pytest.raises(FileNotFoundError):
+        run_prep(wrong)
+    assert run_prep(_settings(cars, renders, out, max_images=1)) is not None
+
+
+@pytest.mark.slow
 def test_salted_folder_counts_bad_input(tmp_path):
     cars = make_cars_layout(tmp_path, {"train": ["good", "mixed"], "test": ["good", "good"]})
     renders = make_renders(tmp_path)

@@ -182,6 +182,19 @@ def test_listing_merges_splits_in_order(cars: Path):
         list_images(cars.parent / "nowhere")
 
 
+def test_listing_matches_torchvision_and_any_folder_name(cars: Path, tmp_path: Path):
+    """Same (path, class) order as torchvision's StanfordCars; a renamed folder lists the same."""
+    from torchvision.datasets import StanfordCars
+
+    ours = [(r.path, r.class_index) for r in list_images(cars, splits=["train"])]
+    assert ours == [(str(p), c) for p, c in StanfordCars(str(cars.parent), "train")._samples]
+    renamed = cars.rename(tmp_path / "my_copy_of_the_cars")
+    assert [r.key for r in list_images(renamed)][:2] == ["train/00001", "train/00002"]
+    (renamed / "devkit" / "cars_train_annos.mat").unlink()
+    with pytest.raises(FileNotFoundError, match="cars_train_annos.mat"):
+        list_images(renamed)
+
+
 def test_listing_a_split_of_one_image(tmp_path: Path):
     folder = make_cars_layout(tmp_path, {"train": ["good", "good"], "test": ["good"]})
     assert [r.key for r in list_images(folder)] == ["train/00001", "train/00002", "test/00001"]

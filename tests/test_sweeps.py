@@ -1,7 +1,10 @@
-"""Hydra multirun from the command line: a 2-point grid and a 2-trial Optuna search (AIST)."""
+"""Hydra multirun from the command line as the README writes it: a 2-point grid and a 2-trial
+Optuna search (AIST), run from a fresh working directory with no ``hydra.sweep.dir`` override
+(the sweep lands in ``<cwd>/logs/<task name>/multiruns/<time>``)."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -31,20 +34,23 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_segments(tmp_path_factory.mktemp("prepared"))
 
 
-def _multirun(repo_root: Path, out: Path, *overrides: str) -> Path:
+def _multirun(repo_root: Path, cwd: Path, *overrides: str) -> tuple[Path, str]:
+    """Run ``python train.py -m ...`` in ``cwd``; return the sweep folder and the output."""
+    cwd.mkdir(parents=True)
     env = {**os.environ, "HYDRA_FULL_ERROR": "1", "WANDB_MODE": "disabled"}
-    cmd = [sys.executable, "train.py", "-m", f"hydra.sweep.dir={out}", *overrides]
+    cmd = [sys.executable, str(repo_root / "train.py"), "-m", *overrides]
     result = subprocess.run(
-        cmd, cwd=repo_root, env=env, capture_output=True, text=True, timeout=600, check=False
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    return out
+    (sweep,) = (cwd / "logs").glob("*/multiruns/*")
+    return sweep, result.stdout + result.stderr
 
 
 def test_grid_runs_every_point(
     repo_root: Path, tiny_world: Path, prepared: Path, tmp_path: Path
 ) -> None:
-    sweep = _multirun(
+    sweep, _ = _multirun(
         repo_root,
         tmp_path / "grid",
         "experiment=aist_constrained",
@@ -66,7 +72,7 @@ def test_grid_runs_every_point(
 def test_optuna_search_runs_trials(
     repo_root: Path, tiny_world: Path, prepared: Path, tmp_path: Path
 ) -> None:
-    sweep = _multirun(
+    sweep, output = _multirun(
         repo_root,
         tmp_path / "optuna",
         "hparams_search=aist_optuna",
@@ -84,3 +90,9 @@ def test_optuna_search_runs_trials(
     }
     assert 0.0 <= float(results["best_value"]) <= 1.0  # val/mask_iou
     assert len([p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()]) == 2
+    # every trial's value is printed and kept, and the best one is among them
+    rows = list(csv.DictReader((sweep / "objectives.csv").open()))
+    assert len(rows) == 2 and {r["metric"] for r in rows} == {"val/mask_iou"}
+    values = [float(r["value"]) for r in rows]
+    assert float(results["best_value"]) == pytest.approx(max(values))
+    assert output.count("objective val/mask_iou = ") == 2

@@ -116,11 +116,13 @@ def read_image_rgb(path: str | Path, min_side: int = 1) -> DecodedImage:
 
 
 def dataset_folder(root: str | Path) -> Path:
-    """The ``stanford_cars`` folder given it or its parent."""
+    """The Stanford Cars folder, given it (any name) or the parent of a ``stanford_cars``."""
     root = Path(root)
     if (root / "devkit").is_dir() or root.name == DATASET_FOLDER:
         return root
-    return root / DATASET_FOLDER
+    if (root / DATASET_FOLDER).is_dir():
+        return root / DATASET_FOLDER
+    return root
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,9 @@ folder itself or its parent)::
     stanford_cars/devkit/cars_meta.mat
 
 The thesis (chapter 3) merges the official train and test splits before segmenting and re-splits
-80/20 after filtering, so ``splits=["train", "test"]`` is the default. Torchvision lists the
-files; decoding is ours because a lab's copy of the data is never clean: :func:`read_image_rgb`
+80/20 after filtering, so ``splits=["train", "test"]`` is the default. The listing reads the
+annotation files as torchvision does (same order) without requiring the folder's name; decoding
+is ours because a lab's copy of the data is never clean: :func:`read_image_rgb`
 applies the EXIF orientation, converts CMYK, 16-bit, palette, RGBA and grayscale images to 8-bit
 RGB (noting what it did) and returns a reason instead of raising for files it cannot use
 (:mod:`occaist.data.image_files`, torch-free so preparation workers start fast).
@@ -34,6 +35,7 @@ from occaist.data.image_files import (
     dataset_folder,
     read_image_rgb,
 )
+from occaist.utils.errors import MissingDataError
 from occaist.utils.logging import get_logger
 
 log = get_logger(__name__)
@@ -51,46 +53,53 @@ __all__ = [
 ]
 
 
-def _single_annotation_samples(folder: Path, split: str) -> list[tuple[str, int]]:
-    """torchvision's ``(path, class index)`` samples for an annotations file of one entry."""
+#: The annotation file of each split, relative to the dataset folder (torchvision's layout).
+ANNOTATIONS = {
+    "train": Path("devkit") / "cars_train_annos.mat",
+    "test": Path("cars_test_annos_withlabels.mat"),
+}
+
+
+def _split_samples(folder: Path, split: str) -> list[tuple[str, int]]:
+    """``(path, class index)`` of a split, in annotation order (what torchvision lists)."""
     import scipy.io as sio
 
-    mat = (
-        folder / "devkit" / "cars_train_annos.mat"
-        if split == "train"
-        else folder / "cars_test_annos_withlabels.mat"
+    annotations = np.atleast_1d(
+        sio.loadmat(folder / ANNOTATIONS[split], squeeze_me=True)["annotations"]
     )
-    annotations = np.atleast_1d(sio.loadmat(mat, squeeze_me=True)["annotations"])
     return [(str(folder / f"cars_{split}" / a["fname"]), int(a["class"]) - 1) for a in annotations]
 
 
 def list_images(
     root: str | Path, splits: Sequence[str] = ("train", "test")
 ) -> list[CarImageRecord]:
-    """The images of ``splits`` as torchvision's ``StanfordCars`` lists them, merged in order.
+    """The images of ``splits`` in torchvision's ``StanfordCars`` order, merged.
+
+    ``root`` is the dataset folder (any name) or the parent of a ``stanford_cars`` folder. The
+    annotation files are read directly, so the folder need not be named ``stanford_cars`` as
+    torchvision requires.
 
     Raises:
-        FileNotFoundError: the layout is incomplete; the message names the folder and files.
+        MissingDataError: the layout is incomplete; the message names the folder and the files
+            that are missing.
     """
-    from torchvision.datasets import StanfordCars
-
     folder = dataset_folder(root)
     records: list[CarImageRecord] = []
     for split in splits:
-        try:
-            tv = StanfordCars(str(folder.parent), split=split, download=False)
-            samples = tv._samples
-        except RuntimeError as err:
-            raise FileNotFoundError(
-                f"Stanford Cars split {split!r} not found under {folder}: expected devkit/, "
-                f"cars_{split}/ and the annotations .mat (devkit/cars_train_annos.mat or "
-                f"cars_test_annos_withlabels.mat). Get the dataset from its mirrors (the original "
-                f"URL is gone), or generate the synthetic world with "
-                f"`python -m occaist.synth --root DIR`."
-            ) from err
-        except TypeError:  # torchvision cannot iterate a .mat holding a single annotation
-            samples = _single_annotation_samples(folder, split)
-        for path, target in samples:
+        if split not in ANNOTATIONS:
+            raise ValueError(f"unknown Stanford Cars split {split!r}; known: {list(ANNOTATIONS)}")
+        needed = [folder / ANNOTATIONS[split], folder / f"cars_{split}"]
+        missing = [str(p) for p in needed if not p.exists()]
+        if missing:
+            raise MissingDataError(
+                f"Stanford Cars split {split!r} not found under {folder}: missing "
+                f"{', '.join(missing)}. Point data_root at the folder holding devkit/, "
+                "cars_train/, cars_test/ and cars_test_annos_withlabels.mat (get the dataset "
+                "from its mirrors; "
+                "the original URL is gone), or generate the synthetic world with "
+                "`python -m occaist.synth --root data/world --preset demo`."
+            )
+        for path, target in _split_samples(folder, split):
             records.append(CarImageRecord(f"{split}/{Path(path).stem}", path, split, int(target)))
     return records
 

@@ -41,6 +41,15 @@ import numpy as np
 from PIL import Image
 
 from occaist.data.common import warn_if_synthetic
+from occaist.data.image_files import CarImageRecord, dataset_folder, read_image_rgb
+from occaist.data.rgba import (
+    car_to_frame_ratio,
+    clear_background,
+    color_correct,
+    pad_to_ratio,
+    pad_to_square,
+    resize_rgba,
+)
 from occaist.prep.filters import (
     CLEANING_STAGE,
     CandidateView,
@@ -50,17 +59,9 @@ from occaist.prep.filters import (
     check_grayscale,
     rule_names,
 )
-from occaist.data.rgba import (
-    car_to_frame_ratio,
-    clear_background,
-    color_correct,
-    pad_to_ratio,
-    pad_to_square,
-    resize_rgba,
-)
 from occaist.prep.ratio_fit import load_or_fit, sample_ratio
 from occaist.prep.segment import Candidate, Segmenter
-from occaist.data.image_files import CarImageRecord, dataset_folder, read_image_rgb
+from occaist.utils.errors import SettingsMismatchError
 from occaist.utils.io import atomic_path, write_json_atomic, write_text_atomic
 from occaist.utils.logging import get_logger
 
@@ -361,20 +362,28 @@ def _output_settings(s: PrepSettings) -> dict[str, Any]:
 
 
 def _check_settings(out: Path, s: PrepSettings) -> None:
+    """Refuse to resume ``out`` with other output settings once any image was committed.
+
+    Settings recorded by a run that committed nothing (it failed at listing, at the ratio fit)
+    lock nothing: the corrected rerun replaces them.
+    """
     path = out / STATE_DIR / "settings.json"
     current = json.loads(json.dumps(_output_settings(s), sort_keys=True, default=str))
     if path.is_file():
         previous = json.loads(path.read_text(encoding="utf-8"))
-        if previous != current:
+        if previous == current:
+            return
+        committed = any((out / STATE_DIR / "records").rglob("*.json"))
+        if committed:
             diff = sorted(
                 k for k in set(previous) | set(current) if previous.get(k) != current.get(k)
             )
-            raise ValueError(
+            raise SettingsMismatchError(
                 f"{out} was prepared with different settings ({', '.join(diff)}); resuming would "
                 f"mix outputs. Use a new out_dir, or delete {out} to start over."
             )
-    else:
-        write_json_atomic(path, current)
+        log.info("%s: no image committed under the previous settings; replacing them", out)
+    write_json_atomic(path, current)
 
 
 def _remove_stale_temporaries(out: Path) -> None:

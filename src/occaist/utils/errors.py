@@ -13,3 +13,7 @@ class UserError(Exception):
 
 class MissingDataError(UserError, FileNotFoundError):
     """A data set, a prepared folder or a weights file is not where the configuration says."""
+
+
+class SettingsMismatchError(UserError, ValueError):
+    """Resuming an output folder with settings other than the ones that produced it."""
