@@ -27,13 +27,22 @@ def world(tiny_world: Path) -> Path:
 
 
 def _check_report(out: Path, predictors: tuple[str, ...]) -> None:
+    """The evaluation callback's files: the model's rows beside the baselines, COCO AP, the
+    noise study, the per-occlusion-count figures."""
+    out = out / "eval"
     table = (out / "occnet_eval.md").read_text()
-    for label in predictors:
+    for label in (*predictors, "least-squares shape fit"):
         assert label in table
-    assert "Noise study" in table
-    data = json.loads((out / "occnet_eval.json").read_text())
-    assert set(data["pck"]) >= {"heatmap", "kgnn2d", "kgnn3d"}
-    assert (out / "pck_curves.png").is_file()
+    rows = json.loads((out / "occnet_eval.json").read_text())
+    assert [r["method"] for r in rows] == [
+        predictors[0],
+        "least-squares shape fit",
+        *predictors[1:],
+    ]
+    assert all(0 <= r["coco_AP"] <= 100 and 0 <= r["all"] <= 100 for r in rows)
+    noise = json.loads((out / "occnet_noise.json").read_text())
+    assert [r["sigma"] for r in noise] == [0.0, 0.025, 0.05, 0.1]
+    assert (out / "pck_curves.png").is_file() and (out / "occnet_samples.csv").is_file()
     assert list(out.glob("pck_curves_occ*.png"))  # one per occlusion count present
 
 
@@ -51,6 +60,7 @@ def test_occnet_synthetic_fast_dev_run_writes_table(world: Path, tmp_path: Path)
         "model.net.box_batch_size_per_image=32",
         *SMALL,
     ]
+    overrides[overrides.index("callbacks=none")] = "callbacks=evaluation"
     with composed(overrides, output_dir=tmp_path) as cfg:
         assert cfg.model.net.occluded_loss == "trifocal" and cfg.model.net.weights is None
         metrics, _ = occaist.cli.train(cfg)
@@ -68,16 +78,15 @@ def test_occnet_graph_trains_and_loads_into_full_model(world: Path, tmp_path: Pa
         f"data.root={world / 'carfusion'}",
         "trainer.max_epochs=2",
         "data.batch_size=4",
-        "callbacks=model_checkpoint",
         "callbacks.model_checkpoint.save_last=true",
         *graph,
         *SMALL,
     ]
-    overrides.remove("callbacks=none")
+    overrides[overrides.index("callbacks=none")] = "callbacks=[model_checkpoint,evaluation]"
     with composed(overrides, output_dir=tmp_path) as cfg:
         metrics, objects = occaist.cli.train(cfg)
     assert "test/pck_occluded_kgnn2d" in metrics and "test/visibility_accuracy" in metrics
-    _check_report(tmp_path, ("noisy input", "2D-KGNN", "3D-KGNN"))
+    _check_report(tmp_path, ("heatmap input", "2D-KGNN", "3D-KGNN"))
     ckpt = objects["trainer"].checkpoint_callback.last_model_path
     full = [
         "experiment=occnet_synthetic",
@@ -115,10 +124,12 @@ def test_validation_panel_only_for_image_loggers(world: Path) -> None:
         dm = hydra.utils.instantiate(cfg.data)
     dm.setup("validate")
     batch = collate_detection([dm.datasets["val"][0]])
-    model._log_panel(batch)  # no trainer, no logger: nothing to do, no error
+    from occaist.callbacks import image_panels
+
+    image_panels.log_keypoint_panels(model, batch)  # no trainer, no logger: nothing, no error
     lg = mock.MagicMock(spec=TensorBoardLogger)
-    with mock.patch.object(type(model), "_image_logger", lambda self: lg):
-        model._log_panel(batch)
+    with mock.patch.object(image_panels, "image_logger", lambda module: lg):
+        image_panels.log_keypoint_panels(model, batch)
     grid = lg.experiment.add_image.call_args[0][1]
     height, width = batch[0][0].shape[-2:]
     assert grid.shape == (3, height + 4, 3 * width + 8)

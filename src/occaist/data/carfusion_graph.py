@@ -1,9 +1,12 @@
 """Keypoint graphs of CarFusion instances (no pixels) for training the KGNNs alone.
 
-Each item is one car instance: ``keypoints`` (K, 3) in pixels with COCO ``v`` and its hull box
-``box`` (4,) xyxy (see :mod:`occaist.data.carfusion`). The detector-like noise is added by the
-graph module (``occaist.models.occlusion_net.module.OcclusionGraphNet``), fresh at every step.
-Left/right mirroring (``flip_prob``) mirrors x inside the box and swaps left/right keypoints.
+Each item is one car instance: ``index``, ``keypoints`` (K, 3) in pixels with COCO ``v`` and
+its hull box ``box`` (4,) xyxy (see :mod:`occaist.data.carfusion`). The detector-like input is
+made by the graph module (``occaist.models.occlusion_net.module.OcclusionGraphNet``), fresh at
+every step, unless ``heatmap_graphs`` names a file of a trained heatmap network's graphs
+(``scripts/bench_occnet.py``): then items also carry its ``nodes`` (K, 3) ``(x, y, c)`` in the
+ROI frame of ``roi`` (4,). Left/right mirroring (``flip_prob``, ground-truth items only)
+mirrors x inside the box and swaps left/right keypoints.
 """
 
 from __future__ import annotations
@@ -26,12 +29,22 @@ __all__ = ["CarFusionGraphDataModule", "KeypointGraphDataset"]
 
 
 class KeypointGraphDataset(Dataset):
-    """Instances ``(keypoints (N, K, 3), boxes (N, 4))`` as items of ``{"keypoints", "box"}``."""
+    """Instances ``(keypoints (N, K, 3), boxes (N, 4))`` as items of ``{"index", "keypoints",
+    "box"}``, plus ``nodes`` (N, K, 3) and ``roi`` (N, 4) of a heatmap network when given."""
 
-    def __init__(self, keypoints: np.ndarray, boxes: np.ndarray, flip_prob: float = 0.0) -> None:
+    def __init__(
+        self,
+        keypoints: np.ndarray,
+        boxes: np.ndarray,
+        flip_prob: float = 0.0,
+        nodes: np.ndarray | None = None,
+        rois: np.ndarray | None = None,
+    ) -> None:
         self.keypoints = torch.as_tensor(keypoints, dtype=torch.float32)
         self.boxes = torch.as_tensor(boxes, dtype=torch.float32)
-        self.flip_prob = flip_prob
+        self.flip_prob = flip_prob if nodes is None else 0.0
+        self.nodes = None if nodes is None else torch.as_tensor(nodes, dtype=torch.float32)
+        self.rois = None if rois is None else torch.as_tensor(rois, dtype=torch.float32)
 
     def __len__(self) -> int:
         return len(self.keypoints)
@@ -41,7 +54,10 @@ class KeypointGraphDataset(Dataset):
         if self.flip_prob > 0 and torch.rand(()) < self.flip_prob:
             kps[:, 0] = box[0] + box[2] - kps[:, 0]
             kps = kps[list(FLIP_PERMUTATION)]
-        return {"keypoints": kps, "box": box}
+        item = {"index": torch.tensor(index), "keypoints": kps, "box": box}
+        if self.nodes is not None:
+            item["nodes"], item["roi"] = self.nodes[index], self.rois[index]
+        return item
 
 
 class CarFusionGraphDataModule(pl.LightningDataModule):
@@ -51,6 +67,9 @@ class CarFusionGraphDataModule(pl.LightningDataModule):
         root, train_sequences, test_sequences, val_sequences, allow_missing_sequences: as
             ``CarFusionDataModule``.
         min_keypoints: drop instances with fewer labelled keypoints.
+        heatmap_graphs: a ``.pt`` file of a heatmap network's graphs per split (``{split:
+            {"keypoints", "box", "nodes", "roi"}}``, ``scripts/bench_occnet.py``) read instead
+            of the ``gt/*.txt`` files (``None``: ground truth only).
         flip_prob: training mirror probability.
         batch_size, num_workers: loaders.
     """
@@ -63,6 +82,7 @@ class CarFusionGraphDataModule(pl.LightningDataModule):
         val_sequences: list[str] | None = None,
         allow_missing_sequences: bool = False,
         min_keypoints: int = 3,
+        heatmap_graphs: str | None = None,
         flip_prob: float = 0.5,
         batch_size: int = 64,
         num_workers: int = 0,
@@ -89,7 +109,21 @@ class CarFusionGraphDataModule(pl.LightningDataModule):
         hp = self.hparams
         val = hp.val_sequences if hp.val_sequences is not None else hp.test_sequences
         names = {"train": hp.train_sequences, "val": val, "test": hp.test_sequences}
+        cached = None
+        if hp.heatmap_graphs:
+            path = Path(hp.heatmap_graphs)
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"heatmap graphs {path} not found (scripts/bench_occnet.py)"
+                )
+            cached = torch.load(path, map_location="cpu", weights_only=True)
         for split, seqs in names.items():
+            if cached is not None and split not in self.datasets:
+                part = cached[split if split in cached else "test"]
+                self.datasets[split] = KeypointGraphDataset(
+                    part["keypoints"], part["box"], 0.0, part["nodes"], part["roi"]
+                )
+                log.info("heatmap graphs %s: %d instances", split, len(self.datasets[split]))
             if split not in self.datasets:
                 flip = hp.flip_prob if split == "train" else 0.0
                 self.datasets[split] = self._dataset(list(seqs), flip)

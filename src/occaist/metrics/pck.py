@@ -3,27 +3,25 @@
 A keypoint is correct when ``||p_hat - p||_2 < alpha * L`` with ``L = max(w, h)`` of the
 ground-truth box. Visibility codes follow COCO: ``0`` unlabelled, ``1`` labelled but occluded,
 ``2`` visible. Unlabelled keypoints are excluded from every count (upstream's helper
-``count_pck`` counted them as occluded). The paper evaluates 12 of the 14 CarFusion keypoints
-(exhaust, index 8, and centre, index 13, excluded) and reports PCK by the number of occluded
-keypoints out of those 12.
+``count_pck`` counted them as occluded). The caller names the keypoints evaluated (the paper:
+12 of the 14 CarFusion keypoints, ``occaist.data.keypoints.EVALUATED_KEYPOINTS``) and PCK is
+also reported by the number of occluded keypoints among them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-__all__ = ["EVALUATED_KEYPOINTS", "PCK", "pck", "plot_pck_curves"]
+__all__ = ["PCK", "pck", "pck_curves_figure", "plot_pck_curves"]
 
-#: The 12 keypoints the paper evaluates (all but exhaust 8 and centre 13).
-EVALUATED_KEYPOINTS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12)
-
-VISIBLE = 2
-OCCLUDED = 1
+#: COCO visibility codes.
+_OCCLUDED, _VISIBLE = 1, 2
 
 
 def pck(pred: Tensor, gt: Tensor, visibility: Tensor, bbox: Tensor, alpha: float = 0.1) -> Tensor:
@@ -61,7 +59,7 @@ class PCK(Metric):
     Args:
         alpha: the reported threshold (paper: 0.1).
         alphas: thresholds for the curves; ``alpha`` is added when missing.
-        keypoints: indices evaluated (default: the paper's 12).
+        keypoints: indices evaluated, given by the caller (``None``: all of them).
     """
 
     full_state_update = False
@@ -70,13 +68,15 @@ class PCK(Metric):
         self,
         alpha: float = 0.1,
         alphas: Sequence[float] = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5),
-        keypoints: Sequence[int] = EVALUATED_KEYPOINTS,
+        keypoints: Sequence[int] | None = None,
+        num_keypoints: int = 14,
     ) -> None:
         super().__init__()
         self.alpha = float(alpha)
         self.alphas = sorted({float(a) for a in alphas} | {self.alpha})
         self.register_buffer("_alphas", torch.tensor(self.alphas), persistent=False)
-        self.register_buffer("_keypoints", torch.tensor(list(keypoints)), persistent=False)
+        keypoints = list(range(num_keypoints)) if keypoints is None else list(keypoints)
+        self.register_buffer("_keypoints", torch.tensor(keypoints), persistent=False)
         n_buckets = len(keypoints) + 1  # 0..K_eval occluded
         shape = (len(self.alphas), n_buckets)
         for group in ("visible", "occluded"):
@@ -87,11 +87,11 @@ class PCK(Metric):
         kp = self._keypoints
         pred, gt, visibility = pred[:, kp].float(), gt[:, kp].float(), visibility[:, kp]
         bbox = bbox.float()
-        n_occluded = (visibility == OCCLUDED).sum(dim=1)  # (N,)
+        n_occluded = (visibility == _OCCLUDED).sum(dim=1)  # (N,)
         size = (bbox[:, 2:] - bbox[:, :2]).amax(dim=-1)  # (N,)
         dist = (pred - gt).norm(dim=-1)  # (N, K_eval)
         correct = dist[None] < self._alphas[:, None, None] * size[None, :, None]  # (A, N, K_eval)
-        for group, code in (("visible", VISIBLE), ("occluded", OCCLUDED)):
+        for group, code in (("visible", _VISIBLE), ("occluded", _OCCLUDED)):
             mask = visibility == code  # (N, K_eval)
             hits = (correct & mask[None]).sum(dim=-1).float()  # (A, N)
             counts = mask.sum(dim=-1).float()  # (N,)
@@ -120,26 +120,22 @@ class PCK(Metric):
         return {key: value[index] for key, value in self.curves().items()}
 
 
-def plot_pck_curves(
-    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-    path: str | Path,
-    title: str = "PCK vs alpha",
-) -> Path:
-    """Draw PCK-vs-alpha curves (one line per predictor) and save the figure atomically.
+def pck_curves_figure(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]], title: str = "PCK vs alpha"
+) -> Any:
+    """A matplotlib figure of PCK-vs-alpha curves, one line per predictor.
 
     Args:
         curves: ``{label: (alphas, pck values)}``, e.g. ``{"heatmap": ..., "2D-KGNN": ...}``.
-        path: output image file (the suffix picks the format).
         title: figure title (e.g. ``"3/12 occluded"``).
     """
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    from occaist.utils.io import atomic_path
-
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    fig = Figure(figsize=(4.5, 3.5))
+    ax = fig.add_subplot()
     for label, (alphas, values) in curves.items():
         ax.plot(list(alphas), [100.0 * float(v) for v in values], marker="o", label=label)
     ax.set_xlabel("alpha")
@@ -149,8 +145,19 @@ def plot_pck_curves(
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def plot_pck_curves(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | Path,
+    title: str = "PCK vs alpha",
+) -> Path:
+    """:func:`pck_curves_figure` saved to ``path`` atomically (the suffix picks the format)."""
+    from occaist.utils.io import atomic_path
+
+    fig = pck_curves_figure(curves, title)
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     return path

@@ -47,6 +47,7 @@ __all__ = [
     "OcclusionRoIHeads",
     "OcclusionTransform",
     "build_occlusion_rcnn",
+    "graph_on_boxes",
     "keypoints_on_boxes",
 ]
 
@@ -346,28 +347,36 @@ def split_predictions(out: dict[str, Tensor], boxes: list[Tensor]) -> list[dict[
 
 
 @torch.no_grad()
-def keypoints_on_boxes(
+def graph_on_boxes(
     model: KeypointRCNN, images: list[Tensor], boxes: list[Tensor]
-) -> list[dict[str, Tensor]]:
-    """Run only the keypoint and graph stages on given boxes (e.g. ground-truth boxes for PCK,
-    which isolates keypoint localisation from detection). Boxes and outputs are in the original
-    image pixels; see :func:`split_predictions` for the keys."""
+) -> tuple[dict[str, Tensor], list[Tensor]]:
+    """Run only the keypoint and graph stages on given boxes (original image pixels, e.g.
+    jittered ground-truth boxes, which isolates keypoint localisation from detection).
+
+    Returns the graph head's outputs over the concatenated boxes (ROI frame, which the image
+    resizing leaves unchanged: see :func:`~occaist.models.occlusion_net.kgnn.image_to_roi`) and
+    the boxes in the resized images."""
     original_sizes = [tuple(img.shape[-2:]) for img in images]
     image_list, _ = model.transform(images)
     scaled = []
     for b, (h, w), (nh, nw) in zip(boxes, original_sizes, image_list.image_sizes, strict=True):
         scale = torch.tensor([nw / w, nh / h, nw / w, nh / h], dtype=b.dtype, device=b.device)
         scaled.append(b * scale)
-    if sum(len(b) for b in boxes) == 0:
-        return [{} for _ in boxes]
     features = model.backbone(image_list.tensors)
     _, out = model.roi_heads.graph_stage(features, scaled, image_list.image_sizes)
-    preds = split_predictions(out, scaled)
-    for pred, new, old in zip(preds, image_list.image_sizes, original_sizes, strict=True):
-        for key in ("keypoints", *PREDICTION_KEYS):
-            if key in pred:
-                pred[key] = resize_keypoints(pred[key], new, old)
-    return preds
+    return out, scaled
+
+
+@torch.no_grad()
+def keypoints_on_boxes(
+    model: KeypointRCNN, images: list[Tensor], boxes: list[Tensor]
+) -> list[dict[str, Tensor]]:
+    """:func:`graph_on_boxes` as per-image prediction dicts in the original image pixels (see
+    :func:`split_predictions` for the keys)."""
+    if sum(len(b) for b in boxes) == 0:
+        return [{} for _ in boxes]
+    out, _ = graph_on_boxes(model, images, boxes)
+    return split_predictions(out, boxes)
 
 
 def _load_matching(model: nn.Module, state: dict[str, Tensor]) -> None:

@@ -1,0 +1,87 @@
+"""A detector-like input graph from ground truth, for training the KGNNs without a detector.
+
+Reproduces the failure modes of a heatmap detector without leaking the answer:
+
+* **boxes**: the ROI is the ground-truth box jittered (:func:`jitter_boxes`: centre shift and
+  per-side log-scale noise), never the exact hull, whose edges are fixed by occluded keypoints;
+* **noise** isotropic in pixels: std ``sigma * L`` on both axes (``L`` the box's larger side),
+  larger for occluded keypoints as a detector's guesses are (upstream's legacy synthetic recipe
+  added noise to occluded nodes only, in box units, i.e. anisotropic in pixels);
+* **left/right swaps**: each left/right pair exchanges positions with probability
+  ``swap_prob`` (the commonest heatmap error on cars);
+* **confidences on the detector's scale**: the softmax peak of a 56x56 heatmap is
+  ``confidence_peak`` for a point on its mode and decays with the point's actual displacement
+  (``exp(-(d / L)^2 / (2 w^2))``, ``w = confidence_width``) times a uniform factor in [0.5, 1]:
+  it reflects localisation error, not the visibility label (upstream's recipe drew visible and
+  occluded confidences from disjoint ranges, which makes visibility readable from c alone).
+
+Unlabelled keypoints (``v = 0``) sit at the ROI centre with confidence 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from occaist.data.keypoints import FLIP_PERMUTATION, OCCLUDED
+from occaist.models.occlusion_net.kgnn import KeypointGraphNet, image_to_roi
+
+__all__ = ["detector_like_graph", "jitter_boxes"]
+
+
+def jitter_boxes(
+    boxes: Tensor,
+    center_std: float,
+    scale_std: float,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Boxes ``(N, 4)`` xyxy moved by ``N(0, center_std * side)`` per axis and each side
+    scaled by ``exp(N(0, scale_std))`` (a detector's box error)."""
+    if center_std == 0 and scale_std == 0:
+        return boxes
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    size = (boxes[:, 2:] - boxes[:, :2]).clamp_min(1.0)
+    noise = torch.randn(boxes.shape[0], 4, generator=generator, device=boxes.device)
+    centre = centre + noise[:, :2] * center_std * size
+    size = size * torch.exp(noise[:, 2:] * scale_std)
+    return torch.cat([centre - size / 2, centre + size / 2], dim=1)
+
+
+def detector_like_graph(
+    graph_head: KeypointGraphNet,
+    keypoints: Tensor,
+    boxes: Tensor,
+    sigma_visible: float,
+    sigma_occluded: float,
+    swap_prob: float = 0.0,
+    confidence_peak: float = 0.05,
+    confidence_width: float = 0.05,
+    generator: torch.Generator | None = None,
+    flip_permutation: Sequence[int] = FLIP_PERMUTATION,
+) -> Tensor:
+    """Input nodes ``(N, K, D)`` of the ROIs ``boxes`` (N, 4) from ground truth ``keypoints``
+    ``(N, K, 3)`` (pixels, COCO ``v``); see the module docstring. ``sigma_*`` are fractions of
+    the box's larger side."""
+    xy, v = keypoints[..., :2], keypoints[..., 2]
+    n, k = v.shape
+    dev = keypoints.device
+    size = (boxes[:, 2:] - boxes[:, :2]).amax(-1).clamp_min(1.0)[:, None, None]  # (N, 1, 1)
+    sigma = torch.where(v == OCCLUDED, sigma_occluded, sigma_visible)[..., None]
+    noise = torch.randn((n, k, 2), generator=generator, device=dev) * sigma * size
+    noisy = xy + noise
+    if swap_prob > 0:
+        perm = torch.as_tensor(list(flip_permutation), device=dev)
+        swap_pair = torch.rand((n, k), generator=generator, device=dev) < swap_prob
+        lo = torch.minimum(torch.arange(k, device=dev), perm)  # one draw per pair
+        swap = swap_pair[:, lo] & (perm != torch.arange(k, device=dev))
+        swap = swap & (v > 0) & (v[:, perm] > 0)
+        noisy = torch.where(swap[..., None], noisy[:, perm], noisy)
+    dist = (noisy - xy).norm(dim=-1) / size[..., 0]
+    factor = 0.5 + 0.5 * torch.rand((n, k), generator=generator, device=dev)
+    conf = confidence_peak * torch.exp(-(dist**2) / (2 * confidence_width**2)) * factor
+    labelled = v > 0
+    roi = torch.where(labelled[..., None], image_to_roi(noisy, boxes), torch.zeros_like(xy))
+    conf = torch.where(labelled, conf, torch.zeros_like(conf))
+    return graph_head.make_nodes(roi, conf)

@@ -1,0 +1,94 @@
+"""The stand-in input graph does not leak the answer; the keypoint evaluator's rows and files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from occaist.data.keypoints import EVALUATED_KEYPOINTS, FLIP_PERMUTATION
+from occaist.models.occlusion_net.kgnn import KeypointGraphNet, roi_to_image
+from occaist.models.occlusion_net.stand_in import detector_like_graph, jitter_boxes
+
+
+def _instances(n: int = 4000, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    boxes = torch.tensor([[100.0, 50.0, 500.0, 150.0]]).expand(n, 4)  # 400 x 100 px
+    xy = boxes[:, None, :2] + torch.rand(n, 14, 2, generator=g) * torch.tensor([400.0, 100.0])
+    v = torch.where(torch.rand(n, 14, generator=g) < 0.5, 1.0, 2.0)
+    return torch.cat([xy, v[..., None]], -1), boxes
+
+
+def test_stand_in_noise_is_isotropic_in_pixels_and_confidence_ignores_visibility() -> None:
+    kps, boxes = _instances()
+    head = KeypointGraphNet(use_3d=False, encoder_hidden=8, decoder_hidden=8)
+    g = torch.Generator().manual_seed(1)
+    nodes = detector_like_graph(head, kps, boxes, 0.05, 0.05, 0.0, 0.05, 0.05, g)
+    err = roi_to_image(nodes[..., :2], boxes) - kps[..., :2]
+    std = err.reshape(-1, 2).std(0)
+    assert std.tolist() == pytest.approx([20.0, 20.0], rel=0.03)  # 0.05 x 400 px on both axes
+    conf, occluded = nodes[..., 2], kps[..., 2] == 1
+    assert float(conf.max()) <= 0.05  # the softmax-peak scale of a 56x56 heatmap
+    # same noise -> same confidence distribution whatever the label: no visibility leak
+    assert float(conf[occluded].mean()) == pytest.approx(float(conf[~occluded].mean()), rel=0.03)
+    # confidence follows the localisation error
+    d = err.norm(dim=-1)
+    assert float(conf[d < 10].mean()) > 2 * float(conf[d > 40].mean())
+
+
+def test_stand_in_swaps_left_and_right() -> None:
+    kps, boxes = _instances(2000)
+    kps[..., 2] = 2.0
+    head = KeypointGraphNet(use_3d=False, encoder_hidden=8, decoder_hidden=8)
+    g = torch.Generator().manual_seed(2)
+    nodes = detector_like_graph(head, kps, boxes, 0.0, 0.0, 0.2, generator=g)
+    xy = roi_to_image(nodes[..., :2], boxes)
+    perm = list(FLIP_PERMUTATION)
+    swapped = (xy - kps[:, perm, :2]).norm(dim=-1) < 1e-3
+    assert float(swapped[:, 0].float().mean()) == pytest.approx(0.2, abs=0.03)
+    assert torch.equal(swapped[:, 0], swapped[:, 1])  # a pair swaps together
+    assert not swapped[:, 8].any() or torch.equal(xy[:, 8], kps[:, 8, :2])  # exhaust stays
+
+
+def test_jittered_boxes_move_every_edge() -> None:
+    boxes = torch.tensor([[100.0, 50.0, 500.0, 150.0]]).expand(1000, 4)
+    out = jitter_boxes(boxes, 0.05, 0.1, torch.Generator().manual_seed(0))
+    moved = (out - boxes).abs()
+    assert (moved > 0.5).float().mean() > 0.95  # no edge stays pinned to the hull
+    assert moved[:, 0].std() > 10 and moved[:, 1].std() > 3
+
+
+def test_evaluator_rows_baselines_and_coco_ap() -> None:
+    from occaist.evaluation.keypoints import KeypointEvaluator
+
+    rng = np.random.default_rng(0)
+    k = 14
+    mean, basis, sigma = rng.normal(size=(k, 3)), rng.normal(size=(2, k, 3)) * 0.1, np.ones(2)
+    records = []
+    for i in range(12):
+        gt = np.concatenate([rng.uniform(0, 100, (k, 2)), np.full((k, 1), 2.0)], 1)
+        gt[: i % 6, 2] = 1.0
+        perfect, off = gt[:, :2].tolist(), (gt[:, :2] + 30.0).tolist()
+        records.append({
+            "sample": str(i), "keypoints": gt.tolist(), "box": [0, 0, 100, 100],
+            "heatmap": off, "kgnn2d": perfect, "kgnn3d": off, "confidence": [1.0] * k,
+            "visibility": (gt[:, 2] == 2).astype(float).tolist(),
+            "noise": {"0": {"heatmap": off, "kgnn2d": perfect}},
+        })  # fmt: skip
+    ev = KeypointEvaluator(EVALUATED_KEYPOINTS, 0.1, shape_basis=(mean, basis, sigma))
+    report = ev.evaluate(records, {"split": "test"})
+    rows = {r["method"]: r for r in report.tables["occnet_eval"]}
+    assert list(rows) == [
+        "heatmap (Keypoint R-CNN)",
+        "least-squares shape fit",
+        "2D-KGNN",
+        "3D-KGNN",
+    ]
+    assert rows["2D-KGNN"]["all"] == rows["2D-KGNN"]["occluded"] == 100.0
+    assert rows["2D-KGNN"]["coco_AP"] == pytest.approx(100.0)
+    assert rows["3D-KGNN"]["all"] == 0.0 and rows["3D-KGNN"]["coco_AP"] < 10
+    assert set(rows["2D-KGNN"]) >= {"occ=1", "occ=5"}
+    assert report.summary["visibility_accuracy"] == 100.0
+    assert report.tables["occnet_noise"][0]["2D-KGNN"] == 100.0
+    assert {"pck_curves", "pck_curves_occ1"} <= set(report.figures)
+    assert len(report.samples["occnet_samples"]) == 12
