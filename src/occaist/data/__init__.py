@@ -3,6 +3,7 @@
 from occaist._lazy import lazy_getattr
 
 __all__ = [
+    "BOPDataModule",
     "CarFusionDataModule",
     "ShapeNetRendersDataModule",
     "StanfordCarsDataModule",
@@ -15,5 +16,6 @@ __getattr__ = lazy_getattr(
         "StanfordCarsDataModule": "occaist.data.stanford_cars",
         "UnpairedDataModule": "occaist.data.unpaired",
         "CarFusionDataModule": "occaist.data.carfusion",
+        "BOPDataModule": "occaist.data.bop",
     },
 )

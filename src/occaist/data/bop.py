@@ -407,7 +407,7 @@ class BOPDataset(Dataset):
             stored, scale = self._cache[key]
             return stored.float() / 255.0, scale
         with Image.open(find_image(sdir, im_id)) as im:
-            rgb = np.asarray(im.convert("RGB"))
+            rgb = np.array(im.convert("RGB"))
         scale = self.image_size / max(rgb.shape[:2])
         out = _fit(torch.from_numpy(rgb).permute(2, 0, 1).float() / 255.0, scale, self.image_size)
         stored = (out.clamp(0, 1) * 255).round().to(torch.uint8)  # cache a quarter of the bytes
