@@ -1,0 +1,226 @@
+"""Train a keypoint heatmap network on CarFusion ROIs and write its keypoint graphs.
+
+The 2D-KGNN's input in the evaluation of ``docs/occlusion_net.md``: a trained network's
+heatmaps, on jittered ground-truth boxes (never the exact hull). A CPU-sized stand-in for
+Keypoint R-CNN's keypoint branch: the ROI is cut from the image with RoIAlign (``--crop`` pixels
+square, as the R-CNN pools its ROIs, but from the image instead of FPN features), a small
+encoder-decoder (:class:`HeatmapNet`) gives ``K`` logit maps of ``--resolution`` cells, trained
+with the R-CNN's loss (cross-entropy over the cells, one per labelled keypoint inside the ROI,
+occluded ones included: upstream's ``all``). Augmentation: fresh box jitter, horizontal flip
+with the left/right swap, colour jitter.
+
+Then every instance's graph ``(x, y, c)`` (argmax cell centre in the ROI frame and softmax
+peak, ``kgnn.heatmaps_to_graph``) is written with its ground truth and ROI to ``--out`` as
+``{split: {"keypoints", "box", "roi", "nodes"}}`` for ``data.heatmap_graphs`` of
+``experiment=occnet_graph``. Training graphs come from ``--folds`` networks, each predicting the
+instances it was not trained on (cross-fitting), so the graph head learns from test-like errors;
+test graphs from the network trained on every training instance.
+
+    python scripts/occnet_heatmaps.py --root /tmp/occ/world/carfusion --out /tmp/occ/heatmaps.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchvision.ops import roi_align
+
+from occaist.data.carfusion import scan_carfusion
+from occaist.data.keypoints import FLIP_PERMUTATION, NUM_KEYPOINTS
+from occaist.models.occlusion_net.kgnn import heatmaps_to_graph, image_to_roi, roi_to_image
+from occaist.models.occlusion_net.stand_in import jitter_boxes
+from occaist.utils.io import atomic_path
+
+log = logging.getLogger("occnet_heatmaps")
+
+
+def _block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)
+    )
+
+
+class HeatmapNet(nn.Module):
+    """ROI crop ``(N, 3, S, S)`` -> keypoint logits ``(N, K, S/2, S/2)``: three stride-2 stages
+    (``w``, ``2w``, ``4w`` channels) and a U-Net decoder back to half the crop's size."""
+
+    def __init__(self, num_keypoints: int = NUM_KEYPOINTS, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.enc1 = nn.Sequential(_block(3, w, 2), _block(w, w))
+        self.enc2 = nn.Sequential(_block(w, 2 * w, 2), _block(2 * w, 2 * w))
+        self.enc3 = nn.Sequential(
+            _block(2 * w, 4 * w, 2), _block(4 * w, 4 * w), _block(4 * w, 4 * w)
+        )
+        self.dec2 = _block(6 * w, 2 * w)
+        self.dec1 = nn.Sequential(_block(3 * w, w), _block(w, w))
+        self.out = nn.Conv2d(w, num_keypoints, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        e1 = self.enc1(x)
+        e2 = self.enc2(e1)
+        e3 = self.enc3(e2)
+        d2 = self.dec2(torch.cat([F.interpolate(e3, scale_factor=2.0), e2], 1))
+        d1 = self.dec1(torch.cat([F.interpolate(d2, scale_factor=2.0), e1], 1))
+        return self.out(d1)
+
+
+def _load(root: Path, names: list[str]) -> tuple[list[Tensor], Tensor, Tensor, Tensor]:
+    """Images, and per instance: image index, keypoints ``(K, 3)`` and hull box."""
+    images, img_idx, kps, boxes = [], [], [], []
+    for rec in scan_carfusion(root, names, allow_missing=True):
+        with Image.open(root / rec.image) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+        images.append(torch.from_numpy(arr).permute(2, 0, 1))
+        for inst in sorted(rec.boxes):
+            img_idx.append(len(images) - 1)
+            kps.append(rec.keypoints[inst])
+            boxes.append(rec.boxes[inst])
+    kp = torch.as_tensor(np.stack(kps), dtype=torch.float32)
+    return images, torch.tensor(img_idx), kp, torch.as_tensor(np.stack(boxes), dtype=torch.float32)
+
+
+def _crops(images: list[Tensor], idx: Tensor, rois: Tensor, size: int) -> Tensor:
+    """RoIAlign crops ``(N, 3, size, size)`` of ``rois`` (image pixels)."""
+    out = torch.empty(len(idx), 3, size, size)
+    for i in idx.unique().tolist():
+        sel = (idx == i).nonzero()[:, 0]
+        out[sel] = roi_align(images[i][None], [rois[sel]], size, 1.0, 2, aligned=True)
+    return out
+
+
+def _targets(kps: Tensor, rois: Tensor, res: int) -> Tensor:
+    """Flat cell index per keypoint (``-1``: unlabelled or outside the ROI)."""
+    uv = image_to_roi(kps[..., :2], rois)
+    cell = ((uv + 1) / 2 * res).floor().long()
+    inside = ((cell >= 0) & (cell < res)).all(-1) & (kps[..., 2] > 0)
+    flat = cell[..., 1] * res + cell[..., 0]
+    return torch.where(inside, flat, torch.full_like(flat, -1))
+
+
+def _batch(images, idx, kps, boxes, args, gen, train: bool):
+    rois = jitter_boxes(boxes, args.center_jitter, args.scale_jitter, gen)
+    x = _crops(images, idx, rois, args.crop)
+    kps = kps.clone()
+    if train:
+        flip = torch.rand(len(x), generator=gen) < 0.5
+        x[flip] = x[flip].flip(-1)
+        mirrored = kps.clone()
+        mirrored[..., 0] = rois[:, None, 0] + rois[:, None, 2] - kps[..., 0]
+        mirrored = mirrored[:, list(FLIP_PERMUTATION)]
+        kps = torch.where(flip[:, None, None], mirrored, kps)
+        gain = 1 + args.color_jitter * (2 * torch.rand(len(x), 3, 1, 1, generator=gen) - 1)
+        x = (x * gain).clamp(0, 1)
+    return x, kps, rois
+
+
+def train_net(data, args, seed: int) -> HeatmapNet:
+    images, idx, kps, boxes = data
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = HeatmapNet(width=args.width)
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    steps = args.epochs * max(1, len(idx) // args.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps, pct_start=0.1)
+    res = args.crop // 2
+    step = 0
+    for epoch in range(args.epochs):
+        order = torch.randperm(len(idx), generator=gen)
+        total = 0.0
+        for b in range(0, len(order) - args.batch_size + 1, args.batch_size):
+            sel = order[b : b + args.batch_size]
+            x, k, rois = _batch(images, idx[sel], kps[sel], boxes[sel], args, gen, train=True)
+            target = _targets(k, rois, res)
+            logits = net((x - 0.45) / 0.25).flatten(2)  # (B, K, R*R)
+            loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total, step = total + loss.item(), step + 1
+        if epoch % 10 == 0 or epoch == args.epochs - 1:
+            log.info(
+                "seed %d epoch %d loss %.3f",
+                seed,
+                epoch,
+                total / max(1, len(order) // args.batch_size),
+            )
+    return net.eval()
+
+
+@torch.no_grad()
+def graphs(net: HeatmapNet, data, args, seed: int) -> dict[str, Tensor]:
+    images, idx, kps, boxes = data
+    gen = torch.Generator().manual_seed(seed)
+    rois = jitter_boxes(boxes, args.center_jitter, args.scale_jitter, gen)
+    nodes = []
+    for b in range(0, len(idx), 64):
+        x = _crops(images, idx[b : b + 64], rois[b : b + 64], args.crop)
+        nodes.append(heatmaps_to_graph(net((x - 0.45) / 0.25), use_type=False))
+    return {"keypoints": kps, "box": boxes, "roi": rois, "nodes": torch.cat(nodes)}
+
+
+def pck_of(part: dict[str, Tensor], keypoints: list[int], alpha: float = 0.1) -> dict[str, float]:
+    pred = roi_to_image(part["nodes"][..., :2], part["roi"])[:, keypoints]
+    gt = part["keypoints"][:, keypoints]
+    size = (part["box"][:, 2:] - part["box"][:, :2]).amax(-1)[:, None]
+    ok = (pred - gt[..., :2]).norm(dim=-1) < alpha * size
+    return {
+        name: float(ok[gt[..., 2] == code].float().mean()) * 100
+        for name, code in (("visible", 2), ("occluded", 1))
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", type=Path, required=True, help="folder holding car_<seq>/")
+    p.add_argument("--out", type=Path, required=True, help=".pt file of graphs per split")
+    p.add_argument("--train", nargs="+", default=["butler", "craig", "fifth", "morewood"])
+    p.add_argument("--test", nargs="+", default=["penn1", "penn2"])
+    p.add_argument("--crop", type=int, default=64, help="ROI crop side (heatmaps: half)")
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--folds", type=int, default=2, help="cross-fitting of training graphs")
+    p.add_argument("--train-draws", type=int, default=4, help="box jitters per training graph")
+    p.add_argument("--center-jitter", type=float, default=0.05)
+    p.add_argument("--scale-jitter", type=float, default=0.1)
+    p.add_argument("--color-jitter", type=float, default=0.2)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    train = _load(args.root, args.train)
+    test = _load(args.root, args.test)
+    log.info("%d training, %d test instances", len(train[1]), len(test[1]))
+    evaluated = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12]
+    full = train_net(train, args, seed=0)
+    out = {"test": graphs(full, test, args, seed=1)}
+    log.info("test heatmaps PCK@0.1 %s", pck_of(out["test"], evaluated))
+    fold = torch.arange(len(train[1])) % args.folds
+    parts = []
+    for f in range(args.folds):
+        fit = [t[fold != f] if isinstance(t, Tensor) else t for t in train]
+        held = [t[fold == f] if isinstance(t, Tensor) else t for t in train]
+        net = train_net(fit, args, seed=10 + f) if args.folds > 1 else full
+        for draw in range(args.train_draws):
+            parts.append(graphs(net, held, args, seed=100 + 10 * f + draw))
+    out["train"] = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    log.info("held-out training heatmaps PCK@0.1 %s", pck_of(out["train"], evaluated))
+    with atomic_path(args.out) as tmp:
+        torch.save(out, tmp)
+    log.info("wrote %s in %.0f s", args.out, time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    main()
