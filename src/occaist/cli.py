@@ -51,13 +51,29 @@ def _clear_errors(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], A
     def wrapper(cfg: DictConfig) -> Any:
         try:
             return main(cfg)
-        except _user_errors() as err:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get("OCCAIST_TRACEBACK"):
+        except Exception as err:
+            cause = _user_error_in(err)
+            traceback_asked = os.environ.get("HYDRA_FULL_ERROR") == "1" or os.environ.get(
+                "OCCAIST_TRACEBACK"
+            )
+            if cause is None or traceback_asked:
                 raise
-            print(f"error: {err}\n(HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
+            print(f"error: {cause}\n(HYDRA_FULL_ERROR=1 shows the traceback)", file=sys.stderr)
             sys.exit(1)
 
     return wrapper
+
+
+def _user_error_in(err: BaseException) -> BaseException | None:
+    """``err`` or the user error it wraps (Hydra's instantiate wraps what a constructor raised)."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, _user_errors()):
+            return current
+        seen.add(id(current))
+        current = current.__cause__
+    return None
 
 
 register_schemas()
