@@ -53,7 +53,8 @@ def _train(cwd: Path, *overrides: str, env_extra: dict | None = None):
     env.pop("HYDRA_FULL_ERROR", None)  # as users run it
     env.update(env_extra or {})
     repo = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, str(repo / "train.py"), "logger=csv", "extras.num_threads=1", *overrides]
+    cmd = [sys.executable, str(repo / "train.py"), "logger=csv", "extras.num_threads=1"]
+    cmd += overrides
     return subprocess.run(
         cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
     )
@@ -126,6 +127,6 @@ def test_unwritable_checkpoint_folder_stops_before_training(
     monkeypatch.setattr(
         os, "access", lambda p, m: False if Path(p) == ckpt_dir else real_access(p, m)
     )
-    with pytest.raises(PermissionError, match="checkpoint folder .* is not writable"):
+    with pytest.raises(PermissionError, match=r"checkpoint folder .* is not writable"):
         _composed_train(tiny_world, tmp_path)
     assert not list(tmp_path.rglob("*.ckpt"))
