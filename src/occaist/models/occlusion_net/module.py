@@ -168,7 +168,11 @@ class GraphHeadModule(pl.LightningModule):
         if enc is not None:
             basis = (enc.mean.cpu().numpy(), enc.basis.cpu().numpy(), enc.sigma.cpu().numpy())
         return KeypointEvaluator(
-            self.keypoints, self.hparams.alpha, {"heatmap": self.input_label}, basis
+            self.keypoints,
+            self.hparams.alpha,
+            {"heatmap": self.input_label},
+            basis,
+            visibility_threshold=self.graph_head.visibility_threshold,
         )
 
 
@@ -261,6 +265,36 @@ class OcclusionNet(GraphHeadModule):
         ids, gt, boxes, rois, out = res
         self._update_metrics(self._predictions(out, rois), gt, boxes, out["visibility"])
         return {"records": self._records(ids, gt, boxes, rois, out, batch_idx)}
+
+    @torch.no_grad()
+    def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> list[dict[str, Tensor]]:
+        """Detections on ``batch["images"]`` (a list of ``(3, H, W)`` in [0, 1], any sizes), one
+        dict per image (``occaist.predict`` writes them): ``boxes`` ``(n, 4)`` xyxy pixels,
+        ``scores`` ``(n,)``, ``keypoints`` ``(n, K, 2)`` from the 2D-KGNN (occluded ones moved),
+        ``visibility`` ``(n, K)`` the predicted probability that a keypoint is visible, and
+        ``keypoint_scores`` ``(n, K)`` the heatmap confidences. The network runs in eval mode."""
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            detections = self.net(list(batch["images"]))
+        finally:
+            self.net.train(was_training)
+        k = self.graph_head.num_keypoints
+        out = []
+        for det in detections:
+            boxes = det["boxes"]
+            empty = boxes.new_zeros((len(boxes), k))
+            keypoints = det.get("keypoints", boxes.new_zeros((len(boxes), k, 3)))
+            out.append(
+                {
+                    "boxes": boxes,
+                    "scores": det["scores"],
+                    "keypoints": keypoints[..., :2],
+                    "visibility": det.get("keypoint_visibility", empty),
+                    "keypoint_scores": det.get("keypoints_scores", empty),
+                }
+            )
+        return out
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
