@@ -35,7 +35,7 @@ from occaist.geometry.shape_fit import fit_shape_basis
 from occaist.metrics.oks import CAR_OKS_SIGMAS, coco_keypoint_ap
 from occaist.metrics.pck import PCK, pck_curves_figure
 
-__all__ = ["KeypointEvaluator"]
+__all__ = ["KeypointEvaluator", "keypoint_records"]
 
 #: Row label of each predictor key (the paper's names).
 DEFAULT_LABELS = {
@@ -44,6 +44,36 @@ DEFAULT_LABELS = {
     "kgnn2d": "2D-KGNN",
     "kgnn3d": "3D-KGNN",
 }
+
+
+def keypoint_records(
+    ids: Sequence[str],
+    keypoints: Any,
+    boxes: Any,
+    rois: Any,
+    predictions: Mapping[str, Any],
+    confidence: Any,
+    visibility: Any,
+    noise: Sequence[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """The records of the module docstring from tensors over ``N`` instances: ``keypoints``
+    ``(N, K, 3)``, ``boxes`` and ``rois`` ``(N, 4)``, ``predictions`` ``{key: (N, K, 2)}``,
+    ``confidence`` and ``visibility`` ``(N, K)``, ``noise`` one dict per instance."""
+    records = []
+    for i, sample in enumerate(ids):
+        rec = {
+            "sample": sample,
+            "keypoints": keypoints[i].tolist(),
+            "box": boxes[i].tolist(),
+            "roi": rois[i].tolist(),
+            "confidence": confidence[i].tolist(),
+            "visibility": visibility[i].tolist(),
+            **{key: value[i].tolist() for key, value in predictions.items()},
+        }
+        if noise is not None:
+            rec["noise"] = noise[i]
+        records.append(rec)
+    return records
 
 
 def _pct(value: float) -> float:
@@ -61,6 +91,7 @@ class KeypointEvaluator(Evaluator):
             baseline (``None``: no such row).
         fit_iterations, fit_ridge: of :func:`~occaist.geometry.shape_fit.fit_shape_basis`.
         oks_sigmas: per-keypoint OKS sigmas of the COCO AP column.
+        visibility_threshold: a node is predicted visible above this probability.
     """
 
     unique_key = "sample"
@@ -74,6 +105,7 @@ class KeypointEvaluator(Evaluator):
         fit_iterations: int = 50,
         fit_ridge: float = 1e-2,
         oks_sigmas: Sequence[float] = CAR_OKS_SIGMAS,
+        visibility_threshold: float = 0.5,
     ) -> None:
         super().__init__()
         self.keypoints = list(keypoints)
@@ -83,6 +115,7 @@ class KeypointEvaluator(Evaluator):
         self.fit_iterations = fit_iterations
         self.fit_ridge = fit_ridge
         self.oks_sigmas = tuple(oks_sigmas)
+        self.visibility_threshold = visibility_threshold
 
     def least_squares_fit(self, points: np.ndarray, confidence: np.ndarray) -> np.ndarray:
         """The baseline: the shape basis fitted to the input points weighted by confidence."""
@@ -182,7 +215,11 @@ class KeypointEvaluator(Evaluator):
         vis = np.asarray([r["visibility"] for r in records])[:, self.keypoints]
         labels = gt[:, self.keypoints, 2]
         mask = labels > 0
-        acc = float(((vis > 0.5) == (labels == VISIBLE))[mask].mean()) if mask.any() else math.nan
+        acc = (
+            float(((vis > self.visibility_threshold) == (labels == VISIBLE))[mask].mean())
+            if mask.any()
+            else math.nan
+        )
         report.summary["visibility_accuracy"] = _pct(acc)
 
     def _noise(self, records: list[dict], gt: np.ndarray, boxes: np.ndarray, report: Report):

@@ -41,6 +41,7 @@ __all__ = [
     "fully_connected_edges",
     "heatmaps_to_graph",
     "image_to_roi",
+    "load_graph_head",
     "node_visibility",
     "roi_to_image",
 ]
@@ -487,3 +488,17 @@ class KeypointGraphNet(nn.Module):
         """Heatmap logits ``(N, K, R, R)`` and ROI aspect ratios ``(N,)`` -> see
         :meth:`forward_graph`."""
         return self.forward_graph(heatmaps_to_graph(heatmap_logits, self.use_type), aspect)
+
+
+def load_graph_head(graph_head: KeypointGraphNet, checkpoint: str | Path) -> None:
+    """Load the ``graph_head.*`` weights of an ``OcclusionGraphNet`` checkpoint
+    (``occaist.models.occlusion_net.module``) into ``graph_head``."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"graph head checkpoint {path} not found (train occnet_graph)")
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    prefix = "graph_head."
+    sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not sub:
+        raise KeyError(f"{path} holds no {prefix}* weights: not an occnet_graph checkpoint")
+    graph_head.load_state_dict(sub, strict=True)

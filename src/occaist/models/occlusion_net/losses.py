@@ -35,6 +35,7 @@ __all__ = [
     "masked_l2",
     "reprojection_loss",
     "trifocal_loss",
+    "weighted_sum",
 ]
 
 OCCLUDED_LOSS_MODES = ("trifocal", "triangulated", "annotated")
@@ -169,3 +170,11 @@ def trifocal_loss(
     if roi_scale is not None:
         offset = offset * roi_scale[:, None, :].expand(*mask.shape, 2)[mask]
     return offset.pow(2).sum(dim=-1).mean()
+
+
+def weighted_sum(losses: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    """``sum_k weights[k] * losses[k]``; a loss without a weight is an error (not a silent 1)."""
+    unknown = set(losses) - set(weights)
+    if unknown:
+        raise KeyError(f"no weight for losses {sorted(unknown)}; add them to loss_weights")
+    return sum(weights[k] * v for k, v in losses.items())

@@ -14,7 +14,6 @@ exact hull, whose edges are fixed by occluded keypoints.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -26,8 +25,18 @@ from torchmetrics.classification import BinaryAccuracy
 from occaist.data.keypoints import EVALUATED_KEYPOINTS, OCCLUDED, VISIBLE
 from occaist.metrics.pck import PCK
 from occaist.models.occlusion_net.heads import graph_on_boxes
-from occaist.models.occlusion_net.kgnn import KeypointGraphNet, image_to_roi, roi_to_image
-from occaist.models.occlusion_net.losses import edge_loss, masked_l2, reprojection_loss
+from occaist.models.occlusion_net.kgnn import (
+    KeypointGraphNet,
+    image_to_roi,
+    load_graph_head,
+    roi_to_image,
+)
+from occaist.models.occlusion_net.losses import (
+    edge_loss,
+    masked_l2,
+    reprojection_loss,
+    weighted_sum,
+)
 from occaist.models.occlusion_net.schedule import param_groups, warmup
 from occaist.models.occlusion_net.stand_in import detector_like_graph, jitter_boxes
 from occaist.utils.logging import RankedLogger
@@ -38,13 +47,6 @@ __all__ = ["OcclusionGraphNet", "OcclusionNet", "load_graph_head"]
 
 #: Predictor keys, in table order.
 PREDICTORS = ("heatmap", "kgnn2d", "kgnn3d")
-
-
-def _weighted(losses: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
-    unknown = set(losses) - set(weights)
-    if unknown:
-        raise KeyError(f"no weight for losses {sorted(unknown)}; add them to loss_weights")
-    return sum(weights[k] * v for k, v in losses.items())
 
 
 def _aspect(boxes: Tensor) -> Tensor:
@@ -74,7 +76,7 @@ class GraphHeadModule(pl.LightningModule):
         return self.graph_head.encoder3d is not None
 
     def _log_losses(self, losses: dict[str, Tensor], n: int) -> Tensor:
-        loss = _weighted(losses, self.loss_weights)
+        loss = weighted_sum(losses, self.loss_weights)
         for name, value in losses.items():
             self.log(f"train/{name}", value, batch_size=n, sync_dist=True)
         self.train_loss(loss.detach())
@@ -131,34 +133,14 @@ class GraphHeadModule(pl.LightningModule):
                 rec[f"{sigma:g}"] = {p: v[i].tolist() for p, v in preds.items()}
         return out
 
-    def _records(
-        self,
-        ids: list[str],
-        gt: Tensor,
-        boxes: Tensor,
-        rois: Tensor,
-        out: dict[str, Tensor],
-        seed: int,
-    ) -> list[dict[str, Any]]:
+    def _records(self, ids, gt, boxes, rois, out, seed: int) -> list[dict[str, Any]]:
         """One plain dict per instance for the evaluator (``occaist.evaluation.keypoints``)."""
-        preds = self._predictions(out, rois)
+        from occaist.evaluation.keypoints import keypoint_records
+
         noise = self._noise_study(gt, rois, seed) if self.hparams.noise_sigmas else None
-        conf = out["nodes"][..., 2]
-        records = []
-        for i, sample in enumerate(ids):
-            rec = {
-                "sample": sample,
-                "keypoints": gt[i].tolist(),
-                "box": boxes[i].tolist(),
-                "roi": rois[i].tolist(),
-                "confidence": conf[i].tolist(),
-                "visibility": out["visibility"][i].tolist(),
-                **{p: v[i].tolist() for p, v in preds.items()},
-            }
-            if noise is not None:
-                rec["noise"] = noise[i]
-            records.append(rec)
-        return records
+        preds = self._predictions(out, rois)
+        conf, vis = out["nodes"][..., 2], out["visibility"]
+        return keypoint_records(ids, gt, boxes, rois, preds, conf, vis, noise)
 
     def build_evaluator(self) -> Any:
         from occaist.evaluation.keypoints import KeypointEvaluator
@@ -305,20 +287,6 @@ class OcclusionNet(GraphHeadModule):
             "optimizer": optimizer,
             "lr_scheduler": warmup(optimizer, hp.warmup_iters, hp.warmup_factor),
         }
-
-
-def load_graph_head(graph_head: KeypointGraphNet, checkpoint: str | Path) -> None:
-    """Load the ``graph_head.*`` weights of an :class:`OcclusionGraphNet` checkpoint."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"graph head checkpoint {path} not found (train occnet_graph)")
-    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    prefix = "graph_head."
-    sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    if not sub:
-        raise KeyError(f"{path} holds no {prefix}* weights: not an occnet_graph checkpoint")
-    graph_head.load_state_dict(sub, strict=True)
-    log.info("loaded graph head from %s (%d tensors)", path, len(sub))
 
 
 class OcclusionGraphNet(GraphHeadModule):
