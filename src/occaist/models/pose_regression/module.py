@@ -234,6 +234,17 @@ class PoseRegressor(pl.LightningModule):
             rec["sample"] = f"{rec['scene_id']}/{rec['im_id']}/{rec['inst_id']}"
         return {"records": records}
 
+    @torch.no_grad()
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int = 0) -> list[dict]:
+        """The pose of one object per sample, one dict per sample (``occaist.predict`` writes
+        them). ``batch``: ``image`` (B, 3, S, S) in [0, 1] prepared as the data (longer side
+        scaled to ``S``, zero-padded right and bottom), its intrinsics ``K`` (B, 3, 3), the
+        object's ``obj_index`` (B,) and ``diameter`` (B,). Returns ``R`` (3, 3) and ``t`` (3,)
+        (model to camera, the data's units) and ``box`` (4,) xyxy in pixels of the S x S input."""
+        pred = self(batch["image"], batch["K"], batch["obj_index"], batch["diameter"])
+        box = pred["box"] * self.hparams.image_size
+        return [{"R": pred["R"][i], "t": pred["t"][i], "box": box[i]} for i in range(len(box))]
+
     def build_evaluator(self) -> Any:
         """The evaluator of the test loop's records (tables with the baseline's rows)."""
         from occaist.evaluation.pose import PoseEvaluator
