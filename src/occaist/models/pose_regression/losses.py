@@ -12,12 +12,15 @@
 Soft rasteriser of the projection loss (the seed used a CUDA op with hand-written gradients): a
 2D Gaussian splat in torch. Every model point is projected with the pinhole camera ``K`` and
 drawn as an isotropic Gaussian of ``sigma`` grid pixels on a ``G x G`` grid covering the image;
-a pixel's occupancy is ``1 − Π_n (1 − w_n)`` (the probability that at least one point covers
-it, with ``w_n`` the n-th Gaussian there). Chosen over the project's DPC renderer
+a pixel's occupancy is ``1 − exp(−Σ_n w_n)`` with ``w_n`` the n-th Gaussian there (a soft union:
+about 0.63 under one lone point, saturating to 1 where points are dense). Because each Gaussian
+is separable, ``Σ_n w_n`` over the whole grid is one batched matrix product ``W_yᵀ W_x``
+(``(G, P) @ (P, G)``), about 100 times faster on a CPU than the product form ``1 − Π_n (1 − w_n)``,
+which needs every (point, pixel) pair in memory. Chosen over the project's DPC renderer
 (``occaist.geometry.point_renderer``) because that one splats into a 3D voxel grid in DPC's
 orthographic-style camera convention, with a cost cubic in the grid side, whereas the seed's loss
 needs only the image-plane projection under the data's pinhole ``K``: the 2D splat is exact for
-that projection, costs ``B·P·G²`` and is differentiable everywhere through the Gaussians.
+that projection and differentiable everywhere through the Gaussians.
 
 IoU of soft silhouettes ``a, b``: ``Σ min(a, b) / Σ max(a, b)`` (the Ruzicka similarity), so
 that the loss is exactly 0 when the two poses give the same silhouette, whatever the softness,
@@ -91,11 +94,11 @@ def soft_silhouette(
     dx2 = (uv[..., 0, None] - centres) ** 2  # (B, P, G)
     dy2 = (uv[..., 1, None] - centres) ** 2
     inv = -0.5 / sigma**2
-    wx, wy = torch.exp(dx2 * inv), torch.exp(dy2 * inv)  # separable Gaussian
-    weight = wy[:, :, :, None] * wx[:, :, None, :]  # (B, P, G, G)
-    weight = weight * (z > _EPS).to(weight.dtype)[..., None, None]
-    log_empty = torch.log1p(-weight.clamp(max=1 - _EPS)).sum(dim=1)  # (B, G, G)
-    return 1.0 - torch.exp(log_empty)
+    valid = (z > _EPS).to(points.dtype)[..., None]  # (B, P, 1)
+    wx = torch.exp(dx2 * inv) * valid  # (B, P, G): the Gaussian is separable in x and y
+    wy = torch.exp(dy2 * inv)
+    density = wy.transpose(1, 2) @ wx  # (B, G, G) = Σ_n wy_n(row) · wx_n(col)
+    return 1.0 - torch.exp(-density)
 
 
 def soft_iou(a: Tensor, b: Tensor) -> Tensor:
