@@ -1,0 +1,110 @@
+"""The point renderer on clouds whose images are known by hand.
+
+Points on the optical axis (identity pose) land in the centre pixel at depth coordinate ``δ = x``;
+with ``G = 9`` a point at ``x = k/8 − 1/2`` falls exactly on depth slice ``k`` (occupancy 1 there),
+and one at ``x = (k + 1/2)/8 − 1/2`` splits 1/2 and 1/2 between slices ``k`` and ``k + 1``.
+
+Planted bugs these tests kill: the max projection's ``amax`` over depth replaced by a mean or a
+sum, the occupancy scale ignored, the DRC silhouette or depth formula changed (``d/(D − 1)``, the
+escape depth), the blur kernel's centre or width wrong.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from occaist.geometry.point_renderer import render_point_cloud
+
+IDENTITY = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+G = 9
+CENTRE = 4
+
+
+def _on_axis(*slices: float) -> torch.Tensor:
+    """Points on the optical axis at the given (fractional) depth slices of a G = 9 grid."""
+    return torch.tensor([[[s / (G - 1) - 0.5, 0.0, 0.0] for s in slices]])
+
+
+def _image_with(value: float, where: tuple[int, int] = (CENTRE, CENTRE)) -> torch.Tensor:
+    image = torch.zeros(G, G)
+    image[where] = value
+    return image
+
+
+def test_max_projection_of_two_full_slices_on_one_ray_is_one() -> None:
+    out = render_point_cloud(_on_axis(2, 6), IDENTITY, vox_size=G, sigma=0, projection="max")
+    assert set(out) == {"silhouette"}
+    torch.testing.assert_close(out["silhouette"][0], _image_with(1.0))
+
+
+def test_max_projection_of_a_split_point_is_the_larger_share() -> None:
+    # 1/2 on slice 2 and 1/2 on slice 3: max 1/2 (a mean over 9 slices gives 1/9, a sum 1)
+    out = render_point_cloud(_on_axis(2.5), IDENTITY, vox_size=G, sigma=0, projection="max")
+    torch.testing.assert_close(out["silhouette"][0], _image_with(0.5))
+
+
+def test_max_projection_applies_the_occupancy_scale_after_clipping() -> None:
+    # two points on one slice sum to 2, clipped to 1, then scaled by 0.4
+    points = _on_axis(4, 4)
+    out = render_point_cloud(points, IDENTITY, vox_size=G, sigma=0, projection="max", scale=0.4)
+    torch.testing.assert_close(out["silhouette"][0], _image_with(0.4))
+    batch = render_point_cloud(
+        points.expand(2, -1, -1),
+        IDENTITY.expand(2, -1),
+        vox_size=G,
+        sigma=0,
+        projection="max",
+        scale=torch.tensor([0.25, 0.75]),
+    )["silhouette"]
+    torch.testing.assert_close(batch[:, CENTRE, CENTRE], torch.tensor([0.25, 0.75]))
+
+
+def test_drc_silhouette_and_depth_of_two_half_slices() -> None:
+    eps = 1e-5
+    out = render_point_cloud(_on_axis(2.5), IDENTITY, vox_size=G, sigma=0, eps=eps)
+    # o = 1/2 on slices 2 and 3, eps elsewhere
+    free = [1 - eps] * G
+    occ = [eps] * G
+    occ[2] = occ[3] = 0.5
+    free[2] = free[3] = 0.5
+    probs, before = [], 1.0
+    for d in range(G):
+        probs.append(occ[d] * before)
+        before *= free[d]
+    escape = before
+    depth = sum(p * (d / G - 0.5 + 2.0) for d, p in enumerate(probs)) + escape * 10.0
+    assert out["silhouette"][0, CENTRE, CENTRE].item() == pytest.approx(1 - escape, abs=1e-6)
+    assert 1 - escape == pytest.approx(0.75, abs=1e-3)
+    assert out["depth"][0, CENTRE, CENTRE].item() == pytest.approx(depth, abs=1e-5)
+    # by hand: p = 1/2 at slice 2, 1/4 at slice 3, escape 1/4 at depth 10
+    assert depth == pytest.approx(0.5 * (2 / 9 + 1.5) + 0.25 * (3 / 9 + 1.5) + 0.25 * 10, abs=1e-3)
+    # an empty pixel: silhouette ~ 0, depth ~ the escape depth 10
+    assert out["silhouette"][0, 0, 0].item() == pytest.approx(0.0, abs=1e-4)
+    assert out["depth"][0, 0, 0].item() == pytest.approx(10.0, abs=1e-3)
+
+
+def test_blurred_single_voxel_max_projection_is_the_kernel_cubed() -> None:
+    # sigma 1, kernel size 3: k = (e^-1/2, 1, e^-1/2) / (1 + 2 e^-1/2)
+    side = math.exp(-0.5)
+    centre, edge = 1 / (1 + 2 * side), side / (1 + 2 * side)
+    out = render_point_cloud(
+        _on_axis(4), IDENTITY, vox_size=G, sigma=1.0, kernel_size=3, projection="max"
+    )["silhouette"][0]
+    expected = torch.zeros(G, G)
+    for dr, wr in ((-1, edge), (0, centre), (1, edge)):
+        for dc, wc in ((-1, edge), (0, centre), (1, edge)):
+            expected[CENTRE + dr, CENTRE + dc] = centre * wr * wc  # max over depth: the centre
+    torch.testing.assert_close(out, expected)
+
+
+def test_points_off_axis_land_where_the_pinhole_puts_them() -> None:
+    # y = +0.25 at depth x = 0: v = f·y/d = 1.875·0.25/2 = 0.234375, row (0.5 − v)·8 = 2.125
+    out = render_point_cloud(
+        torch.tensor([[[0.0, 0.25, 0.0]]]), IDENTITY, vox_size=G, sigma=0, projection="max"
+    )["silhouette"][0]
+    expected = torch.zeros(G, G)
+    expected[2, CENTRE], expected[3, CENTRE] = 0.875, 0.125
+    torch.testing.assert_close(out, expected)
