@@ -109,3 +109,18 @@ def test_training_fits_a_few_images_and_the_baseline_is_their_mean(
     R0, t0 = model.mean_training_pose(torch.tensor([0]))
     assert torch.allclose(t0[0], batch["t"].mean(0), atol=1e-3)
     assert torch.allclose(R0[0] @ R0[0].T, torch.eye(3), atol=1e-5)
+
+
+def test_silhouette_panels_reach_tensorboard(tiny_world: Path, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    overrides = ["experiment=pose_none", f"data.root={tiny_world / 'bop' / 'occaist'}",
+                 "logger=tensorboard", "~callbacks", "trainer.max_steps=2", "test=false",
+                 "trainer.check_val_every_n_epoch=1000", "model.image_log_every_n_steps=1",
+                 *SMALL]  # fmt: skip
+    with composed(overrides, output_dir=tmp_path) as cfg:
+        train(cfg)
+    events = EventAccumulator(str(next((tmp_path / "tensorboard").rglob("events.*")).parent))
+    events.Reload()
+    images = events.Images("train/silhouettes")
+    assert len(images) == 2 and images[0].width > 32  # a grid of several 32-pixel panels

@@ -12,7 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["image_logger", "log_grid", "log_keypoint_panels", "log_point_cloud_panels"]
+__all__ = [
+    "image_logger",
+    "log_grid",
+    "log_keypoint_panels",
+    "log_point_cloud_panels",
+    "log_silhouette_panels",
+]
 
 
 def image_logger(module: Any) -> Any:
@@ -112,3 +118,30 @@ def log_keypoint_panels(module: Any, batch: tuple[list, list], key: str = "val/k
     ]
     grid = make_grid(torch.stack(tiles).float() / 255, nrow=3, padding=2, pad_value=0.5)
     log_grid(logger, key, grid, module.global_step, "ground truth | heatmap | 2D-KGNN")
+
+
+# ------------------------------------------------------------------ 6D pose (pose regression)
+@torch.no_grad()
+def log_silhouette_panels(
+    module: Any, images: Tensor, predicted: Tensor, true: Tensor, key: str = "train/silhouettes"
+) -> None:
+    """Pose regression panels: each input darkened, with the model's point-cloud silhouette under
+    the predicted pose in red and under the true pose in green (yellow where they overlap).
+
+    Args:
+        images: ``(N, 3, S, S)`` inputs in [0, 1].
+        predicted, true: ``(N, S, S)`` soft silhouettes in [0, 1].
+    """
+    import math
+
+    from torchvision.utils import make_grid
+
+    logger = image_logger(module)
+    if logger is None:
+        return
+    overlay = images.clone().float() * 0.6
+    overlay[:, 0] += 0.4 * predicted
+    overlay[:, 1] += 0.4 * true
+    grid = make_grid(overlay.clamp(0, 1).cpu(), nrow=max(1, int(math.sqrt(len(images)))))
+    caption = "input; red: predicted silhouette, green: true silhouette"
+    log_grid(logger, key, grid, module.global_step, caption)

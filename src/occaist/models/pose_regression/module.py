@@ -24,15 +24,14 @@ input go to W&B / TensorBoard every ``image_log_every_n_steps`` training steps.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from occaist.callbacks.image_panels import image_logger, log_silhouette_panels
 from occaist.geometry.quaternion import quaternion_to_rotation_matrix
 from occaist.metrics.add import ADD, ADDS, add_error, adds_error
 from occaist.models.pose_regression.losses import (
@@ -172,7 +171,7 @@ class PoseRegressor(pl.LightningModule):
         self._accumulate_training_poses(batch)
         self._update_metrics("train", batch, pred)
         every = self.hparams.image_log_every_n_steps
-        if every and self.global_step % every == 0 and self._image_logger() is not None:
+        if every and self.global_step % every == 0 and image_logger(self) is not None:
             self._log_panels(image, batch, pred)
         return terms["total"]
 
@@ -288,35 +287,15 @@ class PoseRegressor(pl.LightningModule):
         }
 
     # ------------------------------------------------------------------------------- panels
-    def _image_logger(self) -> Any:
-        for lg in self.loggers if self._trainer is not None else []:
-            if isinstance(lg, (WandbLogger, TensorBoardLogger)):
-                return lg
-        return None
-
     @torch.no_grad()
     def _log_panels(self, image: Tensor, batch: dict[str, Tensor], pred: dict[str, Tensor]):
-        """Inputs with the predicted (red) and true (green) point-cloud silhouettes overlaid."""
-        from torchvision.utils import make_grid
-
+        """Silhouettes of the predicted and true poses over the first inputs."""
         n, size = min(_PANEL_IMAGES, len(image)), self.hparams.image_size
         points, K = batch["points"][:n, : self.hparams.projection_points], batch["K"][:n]
         sigma = self.hparams.projection_sigma
-        pred_sil = soft_silhouette(points, pred["R"][:n], pred["t"][:n], K, size, size, sigma)
-        true_sil = soft_silhouette(points, batch["R"][:n], batch["t"][:n], K, size, size, sigma)
-        overlay = image[:n].clone() * 0.6
-        overlay[:, 0] += 0.4 * pred_sil
-        overlay[:, 1] += 0.4 * true_sil
-        grid = make_grid(overlay.clamp(0, 1).float().cpu(), nrow=int(math.sqrt(n)) or 1)
-        lg = self._image_logger()
-        caption = "input; red: predicted silhouette, green: true silhouette"
-        if isinstance(lg, WandbLogger):
-            array = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-            lg.log_image(
-                "train/silhouettes", images=[array], caption=[caption], step=self.global_step
-            )
-        elif isinstance(lg, TensorBoardLogger):
-            lg.experiment.add_image("train/silhouettes", grid, self.global_step)
+        predicted = soft_silhouette(points, pred["R"][:n], pred["t"][:n], K, size, size, sigma)
+        true = soft_silhouette(points, batch["R"][:n], batch["t"][:n], K, size, size, sigma)
+        log_silhouette_panels(self, image[:n], predicted, true)
 
 
 def _photometric_augmentation(strength: float) -> nn.Module:
