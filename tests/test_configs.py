@@ -9,8 +9,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from occaist.tasks import NON_FINITE_OBJECTIVE, objective_value
 from occaist.schemas import TARGET_GROUPS, conf_dir, schema_name
+from occaist.tasks import NON_FINITE_OBJECTIVE, objective_value
 from tests.helpers import composed
 
 CONF = conf_dir()
@@ -124,3 +124,68 @@ def test_default_callbacks_instantiate_with_constructor_defaults(tmp_path: Path)
         callbacks = {name: instantiate(node) for name, node in cfg.callbacks.items()}
     assert callbacks["rich_progress_bar"].theme is not None
     assert callbacks["model_checkpoint"].save_last is True
+
+
+def test_plain_hydra_compose_works_in_a_fresh_interpreter(repo_root: Path) -> None:
+    """The standard Compose API, with no occaist call first (the Hydra plugin registers)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from hydra import compose, initialize_config_dir\n"
+        "with initialize_config_dir(config_dir=sys.argv[1], version_base='1.3'):\n"
+        "    cfg = compose('train', overrides=['experiment=aist_constrained'])\n"
+        "print(cfg.model._target_)\n"
+        "print(cfg.data.renders_root)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(repo_root / "conf")],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    target, renders_root = result.stdout.split()[-2:]
+    assert target == "occaist.models.aist.module.AISTCycleGAN"
+    assert renders_root == str(repo_root / "data" / "world" / "shapenet_renders")
+
+
+def test_optimizer_is_swapped_for_another_target_from_the_command_line() -> None:
+    """Hydra would merge SGD's keys into Adam's node; a different _target_ replaces it."""
+    import torch
+    from hydra.utils import instantiate
+
+    from occaist.schemas import validate_targets
+
+    sgd = "model.optimizer={_target_: torch.optim.SGD, _partial_: true, lr: 0.01, momentum: 0.9}"
+    with composed(["experiment=dpc_baseline", sgd]) as cfg:
+        validate_targets(cfg)
+        assert set(cfg.model.optimizer) == {"_target_", "_partial_", "lr", "momentum"}
+        optimizer = instantiate(cfg.model.optimizer)([torch.nn.Parameter(torch.zeros(2))])
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.defaults["momentum"] == 0.9
+    # the same target keeps Hydra's merge: only lr changes
+    with composed(["experiment=dpc_baseline", "model.optimizer={lr: 0.5}"]) as cfg:
+        assert cfg.model.optimizer._target_ == "torch.optim.Adam"
+        assert cfg.model.optimizer.lr == 0.5 and "betas" in cfg.model.optimizer
+
+
+def test_a_swapped_target_is_still_validated_before_building(tmp_path: Path) -> None:
+    from occaist.schemas import validate_targets
+    from occaist.utils.errors import UserError
+
+    typo = "model.optimizer={_target_: torch.optim.SGD, _partial_: true, lr: 0.1, momentumm: 1}"
+    with (
+        composed(["experiment=dpc_baseline", typo]) as cfg,
+        pytest.raises(UserError, match=r"model\.optimizer: Key 'momentumm' not in 'SGD'"),
+    ):
+        validate_targets(cfg)
+    searchpath = _write_experiment(tmp_path, "nested_typo", "model:\n  optimizer:\n    lrr: 0.1\n")
+    with (
+        composed([searchpath, "experiment=nested_typo"]) as cfg,
+        pytest.raises(UserError, match=r"model\.optimizer: Key 'lrr' not in 'Adam'"),
+    ):
+        validate_targets(cfg)

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import importlib
 import inspect
+import json
 import os
 import types
 import typing
@@ -119,18 +121,68 @@ def _is_object_default(value: Any) -> bool:
     )
 
 
-def _field_default(value: Any) -> Any:
+# ---- field specs: the schema as plain data, so it can be cached without importing targets ----
+# A spec is ``[class name, [[field, type spec, default spec], ...]]``. Type specs: "int", "float",
+# "bool", "str", "any", ["optional", t], ["list", t], ["dict"], ["enum", "module.Class"].
+# Default specs: ["missing"], ["value", v], ["enum", "module.Class", "NAME"], ["factory", v].
+
+_TYPE_NAMES = {int: "int", float: "float", bool: "bool", str: "str"}
+
+
+def _type_spec(typ: Any) -> Any:
+    if typ is Any:
+        return "any"
+    if typ in _TYPE_NAMES:
+        return _TYPE_NAMES[typ]
+    if isinstance(typ, type) and issubclass(typ, Enum):
+        return ["enum", f"{typ.__module__}.{typ.__qualname__}"]
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin is typing.Union:
+        return ["optional", _type_spec(next(a for a in args if a is not type(None)))]
+    if origin is list:
+        return ["list", _type_spec(args[0])]
+    if origin is dict:
+        return ["dict"]
+    return "any"
+
+
+def _type_from_spec(spec: Any) -> Any:
+    if isinstance(spec, str):
+        return {"any": Any, "int": int, "float": float, "bool": bool, "str": str}[spec]
+    kind = spec[0]
+    if kind == "optional":
+        return Optional[_type_from_spec(spec[1])]  # noqa: UP045
+    if kind == "list":
+        return list[_type_from_spec(spec[1])]
+    if kind == "dict":
+        return dict[str, Any]
+    return _import_target_any(spec[1])  # enum
+
+
+def _default_spec(value: Any) -> list[Any]:
     if value is inspect.Parameter.empty:
-        return field(default=MISSING)
+        return ["missing"]
+    if isinstance(value, Enum):
+        return ["enum", f"{type(value).__module__}.{type(value).__qualname__}", value.name]
     if isinstance(value, (tuple, list)):
-        items = list(value)
-        return field(default_factory=lambda: list(items))
+        return ["factory", list(value)]
     if isinstance(value, dict):
-        items = dict(value)
-        return field(default_factory=lambda: dict(items))
-    if value is None or isinstance(value, (*_PRIMITIVES, Enum)):
-        return field(default=value)
-    return field(default=None)  # an object default that the YAML sets explicitly
+        return ["factory", dict(value)]
+    if value is None or isinstance(value, _PRIMITIVES):
+        return ["value", value]
+    return ["value", None]  # an object default that the YAML sets explicitly
+
+
+def _field_from_spec(spec: list[Any]) -> Any:
+    kind = spec[0]
+    if kind == "missing":
+        return field(default=MISSING)
+    if kind == "enum":
+        return field(default=getattr(_import_target_any(spec[1]), spec[2]))
+    if kind == "factory":
+        value = spec[1]
+        return field(default_factory=lambda: type(value)(value))
+    return field(default=spec[1])
 
 
 def _signature_params(target: Any) -> tuple[list[inspect.Parameter], dict[str, Any], bool]:
@@ -149,41 +201,93 @@ def _signature_params(target: Any) -> tuple[list[inspect.Parameter], dict[str, A
     return params, hints, has_kwargs
 
 
-def schema_for_node(node: Mapping[str, Any], name: str) -> type:
-    """Derive a dataclass for one ``_target_`` node of a YAML file (recursing into sub-targets).
+def node_spec(node: Mapping[str, Any], name: str) -> list[Any]:
+    """The field spec of one ``_target_`` node, derived from the named target's signature.
 
-    Keys present in ``node`` that the signature does not know are only accepted when the target
-    takes ``**kwargs`` (typed ``Any``); otherwise they are errors at compose time.
+    A key whose value is itself a ``_target_`` node is typed ``Any`` here, so that an override
+    or an experiment can swap it for another target with other arguments (an optimizer, a
+    scheduler, a backbone); :func:`validate_targets` checks such nodes against the target they
+    actually name. Keys the signature does not know are errors unless it takes ``**kwargs``.
     """
     target_path = node["_target_"]
     target = _import_target_any(target_path)
     params, hints, has_kwargs = _signature_params(target)
-    fields: list[tuple[str, Any, Any]] = [
-        ("_target_", str, field(default=target_path)),
-        ("_partial_", bool, field(default=False)),
-        ("_recursive_", bool, field(default=True)),
-        ("_convert_", str, field(default="none")),
+    fields: list[list[Any]] = [
+        ["_target_", "str", ["value", target_path]],
+        ["_partial_", "bool", ["value", False]],
+        ["_recursive_", "bool", ["value", True]],
+        ["_convert_", "str", ["value", "none"]],
     ]
     known = set()
     for p in params:
         known.add(p.name)
         sub = node.get(p.name) if isinstance(node, Mapping) else None
         if isinstance(sub, Mapping) and "_target_" in sub:
-            sub_schema = schema_for_node(sub, f"{name}_{p.name}")
-            fields.append((p.name, Optional[sub_schema], field(default=None)))  # noqa: UP045
+            fields.append([p.name, "any", ["value", None]])
             continue
         if _is_object_default(p.default) and p.name not in node:
             # an object default (a theme, a module) has no YAML form: leave it to the
             # constructor instead of passing None; a YAML that sets the key gets an Any field
             continue
         typ = _omegaconf_type(hints.get(p.name, p.annotation), p.default)
-        fields.append((p.name, typ, _field_default(p.default)))
+        fields.append([p.name, _type_spec(typ), _default_spec(p.default)])
     if has_kwargs:
         for key in node:
             if key not in known and key != "defaults" and not str(key).startswith("_"):
-                fields.append((str(key), Any, field(default=None)))
-    cls_name = getattr(target, "__name__", name)
-    return make_dataclass(cls_name, fields, kw_only=True)
+                fields.append([str(key), "any", ["value", None]])
+    return [getattr(target, "__name__", name), fields]
+
+
+def dataclass_from_spec(spec: list[Any]) -> type:
+    """The dataclass a field spec describes (no import of the target needed)."""
+    cls_name, fields = spec
+    return make_dataclass(
+        cls_name,
+        [(f, _type_from_spec(t), _field_from_spec(d)) for f, t, d in fields],
+        kw_only=True,
+    )
+
+
+def schema_for_node(node: Mapping[str, Any], name: str) -> type:
+    """Derive a dataclass for one ``_target_`` node (see :func:`node_spec`)."""
+    return dataclass_from_spec(node_spec(node, name))
+
+
+def validate_targets(cfg: Any, prefix: str = "") -> None:
+    """Check every ``_target_`` node of a composed config against the target it names.
+
+    Compose time checks each group's node against its default target; a node swapped for
+    another target (``model.optimizer={_target_: torch.optim.SGD, momentum: 0.9}``) is checked
+    here, before anything is built, with the full key in the message.
+    """
+    from omegaconf import DictConfig, ListConfig
+    from omegaconf.errors import OmegaConfBaseException
+
+    from occaist.utils.errors import UserError
+
+    if isinstance(cfg, (DictConfig, ListConfig)) and (
+        cfg._is_none() or cfg._is_missing() or cfg._is_interpolation()
+    ):
+        return
+    if isinstance(cfg, DictConfig):
+        if "_target_" in cfg and prefix:
+            node = OmegaConf.to_container(cfg, resolve=False)
+            try:
+                schema = schema_for_node(node, prefix.replace(".", "_"))
+                OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(node))
+            except (OmegaConfBaseException, ImportError, AttributeError) as err:
+                first = str(err).splitlines()[0]
+                raise UserError(f"invalid config at {prefix}: {first}") from err
+        for key in cfg:
+            if key == "hydra":
+                continue
+            child = cfg._get_node(key)
+            if isinstance(child, (DictConfig, ListConfig)):
+                validate_targets(child, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(cfg, ListConfig):
+        for i, child in enumerate(cfg._iter_ex(resolve=False)):
+            if isinstance(child, (DictConfig, ListConfig)):
+                validate_targets(child, f"{prefix}[{i}]")
 
 
 def _yaml_targets(path: Path) -> dict[str, Any]:
@@ -243,28 +347,88 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("occaist.run_name", _run_name)
 
 
-@functools.cache
-def register_schemas() -> None:
-    """Store a schema in Hydra's ConfigStore for every YAML with ``_target_`` nodes.
+#: Distributions whose classes the schemas are derived from (their versions key the cache).
+_SCHEMA_DISTRIBUTIONS = ("torch", "torchvision", "pytorch-lightning", "torchmetrics", "hydra-core")
 
-    Idempotent and cached: call it before ``compose`` or ``@hydra.main`` (the entry points and
-    the test-suite do).
+
+def _cache_key(root: Path) -> str:
+    """A hash of what the schemas depend on: the config tree, the package's sources, versions."""
+    from importlib import metadata
+
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted([*root.rglob("*.yaml"), *package.rglob("*.py")]):
+        digest.update(f"{path.relative_to(package)}\n".encode())
+        digest.update(path.read_bytes())
+    for dist in _SCHEMA_DISTRIBUTIONS:
+        try:
+            digest.update(f"{dist}={metadata.version(dist)}\n".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{dist}=absent\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def _cache_file(key: str) -> Path:
+    base = os.environ.get("OCCAIST_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "occaist"
+    )
+    return Path(base) / "schemas" / f"{key}.json"
+
+
+def schema_specs(root: Path | None = None) -> dict[str, dict[str, Any]]:
+    """``{group: {yaml stem: spec or {child key: spec}}}`` for every YAML with ``_target_``.
+
+    Deriving them imports every target (torch, Lightning: seconds), so they are cached as JSON
+    under ``$OCCAIST_CACHE`` (default ``~/.cache/occaist``), keyed by the config tree, the
+    package's sources and the versions of the libraries the targets come from.
     """
-    register_resolvers()
-    cs = ConfigStore.instance()
-    cs.store(group="paths", name="base_paths", node=PathsConfig)
-    cs.store(group="extras", name="base_extras", node=ExtrasConfig)
-    root = conf_dir()
+    root = root or conf_dir()
+    key = _cache_key(root)
+    cache = _cache_file(key)
+    if cache.is_file():
+        try:
+            return json.loads(cache.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass  # unreadable cache: derive again
+    specs: dict[str, dict[str, Any]] = {}
     for group in TARGET_GROUPS:
         for yaml_file in sorted((root / group).glob("*.yaml")):
             targets = _yaml_targets(yaml_file)
             if not targets:
                 continue
             if "" in targets:
-                node: Any = schema_for_node(targets[""], yaml_file.stem)
+                specs.setdefault(group, {})[yaml_file.stem] = node_spec(
+                    targets[""], yaml_file.stem
+                )
             else:
-                node = {
-                    key: schema_for_node(value, f"{yaml_file.stem}_{key}")
-                    for key, value in targets.items()
+                specs.setdefault(group, {})[yaml_file.stem] = {
+                    k: node_spec(v, f"{yaml_file.stem}_{k}") for k, v in targets.items()
                 }
-            cs.store(group=group, name=schema_name(yaml_file), node=node)
+    try:
+        from occaist.utils.io import write_text_atomic
+
+        write_text_atomic(cache, json.dumps(specs))
+    except OSError:
+        pass  # a read-only home: derive each time
+    return specs
+
+
+@functools.cache
+def register_schemas() -> None:
+    """Store a schema in Hydra's ConfigStore for every YAML with ``_target_`` nodes.
+
+    Idempotent and cached. Hydra calls it through the project's search-path plugin
+    (``hydra_plugins.occaist``) before any composition, so plain ``initialize_config_dir`` +
+    ``compose`` works with no project call first; the entry points call it too.
+    """
+    register_resolvers()
+    cs = ConfigStore.instance()
+    cs.store(group="paths", name="base_paths", node=PathsConfig)
+    cs.store(group="extras", name="base_extras", node=ExtrasConfig)
+    for group, files in schema_specs().items():
+        for stem, spec in files.items():
+            if isinstance(spec, dict):
+                node: Any = {k: dataclass_from_spec(v) for k, v in spec.items()}
+            else:
+                node = dataclass_from_spec(spec)
+            cs.store(group=group, name=f"base_{stem}", node=node)

@@ -30,9 +30,16 @@ NON_FINITE_OBJECTIVE = 1.0e6
 
 
 def _start(cfg: DictConfig) -> None:
-    """Common start-up: warnings, threads, float32 matmul precision, printing the config."""
+    """Common start-up: target validation, warnings, threads, matmul precision, the config tree.
+
+    Compose time checks each node against its default target; a node swapped for another
+    target is checked here (:func:`occaist.schemas.validate_targets`), before anything is built.
+    """
     import torch
 
+    from occaist.schemas import validate_targets
+
+    validate_targets(cfg)
     if cfg.extras.get("ignore_warnings"):
         warnings.filterwarnings("ignore")
     if cfg.extras.get("num_threads"):

@@ -1,0 +1,1 @@
+"""Hydra plugin of occaist: its config tree's typed schemas, registered before any composition."""
