@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from occaist.cli import evaluate, train
+from occaist.tasks import evaluate, train
 from tests.helpers import composed
 
 #: Shrinks the paper-sized model so that a step takes milliseconds on a CPU.
@@ -46,7 +46,7 @@ def _root(world: Path) -> str:
 )
 def test_fast_dev_run_writes_the_evaluation(tiny_world: Path, tmp_path: Path, variant) -> None:
     overrides = ["experiment=dpc_baseline", _root(tiny_world), "trainer.fast_dev_run=true",
-                 "~logger", "~callbacks", *SMALL, *variant]  # fmt: skip
+                 "~logger", "callbacks=evaluation", *SMALL, *variant]  # fmt: skip
     with composed(overrides, output_dir=tmp_path) as cfg:
         metrics, _ = train(cfg)
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
@@ -59,11 +59,29 @@ def test_fast_dev_run_writes_the_evaluation(tiny_world: Path, tmp_path: Path, va
     assert summary["views"] == 10 and summary["mask_xor"] == pytest.approx(
         sum(float(r["mask_xor"]) for r in rows) / 2, rel=1e-5
     )
+    methods = json.loads((tmp_path / "eval" / "methods_test.json").read_text())
+    assert methods[0]["method"].startswith("model")
+    assert methods[0]["chamfer"] == pytest.approx(summary["chamfer"])
+    template = [m for m in methods if m["method"].startswith("baseline: template")]
+    assert len(template) == 1 and template[0]["chamfer"] > 0
     if "model.camera_supervised=true" in variant:
         assert "acc30" not in summary and summary["camera_supervised"]
     else:
         assert 0.0 <= summary["acc30"] <= 1.0 and 0.0 <= summary["median_deg"] <= 180.0
-        assert (tmp_path / "eval" / "alignment.json").is_file()
+        assert summary["acc30"] <= summary["oracle_acc30"]  # the oracle is an upper bound
+        assert 0.0 <= summary["relative_acc30"] <= 1.0
+        assert sum(summary["win_fractions"]) == pytest.approx(1.0)
+        assert len(summary["win_fractions"]) == 4
+        alignment = json.loads((tmp_path / "eval" / "alignment.json").read_text())
+        assert alignment["reference_rotation_wxyz"] == pytest.approx(summary["reference_rotation"])
+        assert 0.0 <= alignment["angle_to_oracle_deg"] <= 180.0
+        assert (tmp_path / "eval" / "pose_errors_test.png").is_file()
+        assert {m["method"] for m in methods} >= {
+            "model (ICP alignment)", "model (oracle alignment)",
+            "baseline: one pose for all views (oracle)", "baseline: uniformly random pose",
+        }  # fmt: skip
+        assert all(len(r["winners"].split()) == 5 for r in rows)
+        assert all(len(r["errors_deg"].split()) == 5 for r in rows)
 
 
 @pytest.mark.slow

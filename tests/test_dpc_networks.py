@@ -7,7 +7,7 @@ import torch
 
 from occaist.models.dpc.networks import DPCNet, SameConv2d
 
-#: Upstream's parameter count at N = 8000, K = 4 (reference brief A2: about 33.3 M, of which
+#: Upstream's parameter count at N = 8000, K = 4 (about 33.3 M, of which
 #: 24.6 M in the 1024 -> 24000 point layer), recomputed layer by layer below.
 UPSTREAM_PARAMS = 33_292_309
 

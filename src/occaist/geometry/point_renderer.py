@@ -3,7 +3,7 @@
 ``render_point_cloud(points, quaternions)`` turns clouds ``(B, N, 3)`` seen under poses ``(B, 4)``
 into soft silhouettes ``(B, G, G)`` (and expected depth, optionally colour), differentiably with
 respect to the points, the poses and the occupancy scale. It follows
-``dpc/util/point_cloud.py:pointcloud_project_fast`` step by step (reference brief A3):
+``dpc/util/point_cloud.py:pointcloud_project_fast`` step by step:
 
 1. rotate ``p' = q ⊗ (0, p) ⊗ q*`` and project with the DPC camera (``occaist.geometry.camera``:
    distance ``d = 2.0``, focal ``f = 1.875``) to ``(δ, v, u)``;

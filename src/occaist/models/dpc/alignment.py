@@ -1,20 +1,31 @@
 """Global rotation alignment of unsupervised DPC predictions (``compute_alignment.py``).
 
-An unsupervised model predicts shapes and poses in a canonical frame of its own, which differs
-from the ground-truth frame by one global rotation. Upstream estimates it once (reference brief
-A5): for the first 50 validation models and every view, point-to-point ICP (open3d, maximum
-correspondence distance 0.2, translation allowed, no scaling) from the predicted cloud to the
-ground truth, initialised with ``R(q̄_gt ⊗ q_pred)``; per model the 2 views with the lowest
-inlier RMSE, then the 15 models with the lowest mean RMSE; the ≤ 30 rotations are averaged with
-Markley's method (top eigenvector of ``Σ q qᵀ``, ``w ≥ 0``). The result ``q_ref`` is applied as
-``P ← q_ref ⊗ P ⊗ q̄_ref`` and ``q ← q ⊗ q̄_ref``.
+An unsupervised model predicts shapes and poses in a canonical frame of its own, which differs from
+the ground-truth frame by one global rotation. Upstream estimates it once: for the first 50
+validation models and every view, point-to-point ICP (open3d, maximum correspondence distance 0.2,
+translation allowed, no scaling) from the predicted cloud to the ground truth, initialised with
+``R(q̄_gt ⊗ q_pred)``; per model the 2 views with the lowest inlier RMSE, then the 15 models with
+the lowest mean RMSE; the ≤ 30 rotations are averaged with Markley's method (top eigenvector of ``Σ
+q qᵀ``, ``w ≥ 0``). The result ``q_ref`` is applied as ``P ← q_ref ⊗ P ⊗ q̄_ref`` and ``q ← q ⊗
+q̄_ref``.
 
 Here ICP runs in torch (brute-force nearest neighbours in chunks, Kabsch/Umeyama without scale);
 ``max_points`` subsamples both clouds (a fixed random subset) to bound its cost, a documented
 deviation (``model.icp_num_points=null`` uses every point, as upstream).
+
+Two fixes (ours): a view whose ICP ends without inliers reports an infinite RMSE (so it is never
+selected) instead of the RMSE of an earlier iteration; and ``consensus_deg`` (default 30°; ``None``
+is upstream's plain average) averages only the largest group of selected rotations that agree
+within that angle. A car's silhouette is nearly front/back symmetric, so ICP of a view whose pose
+is flipped converges, with a low RMSE, to a rotation 120-170° from the others; Markley's average
+of such a mix lies tens of degrees from both groups (36° for 7 rotations with 5 others 160° away).
+An exact 180° group is orthogonal in quaternion space and does not move the average; a near-180°
+group does, and the consensus drops it.
 """
 
 from __future__ import annotations
+
+from math import inf
 
 import torch
 from torch import Tensor
@@ -33,7 +44,9 @@ from occaist.geometry.quaternion import (
 __all__ = [
     "AlignmentCollector",
     "apply_alignment",
+    "consensus_average",
     "icp_rotation",
+    "icp_view_rotations",
     "markley_average",
     "nearest_neighbours",
     "select_alignment_rotations",
@@ -105,9 +118,46 @@ def icp_rotation(
     moved = source @ rot.T + trans
     dist, _ = nearest_neighbours(moved, target)
     inlier = dist < max_correspondence
-    if int(inlier.sum()) > 0:
-        rmse = dist[inlier].pow(2).mean().sqrt()
+    rmse = dist[inlier].pow(2).mean().sqrt() if int(inlier.sum()) > 0 else rmse.new_tensor(inf)
     return rotation_matrix_to_quaternion(rot).float(), rmse.float()
+
+
+def icp_view_rotations(
+    points: Tensor,
+    poses: Tensor,
+    gt_points: Tensor,
+    gt_poses: Tensor,
+    max_correspondence: float = 0.2,
+    iterations: int = 30,
+    num_points: int | None = None,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """ICP of every view of one model: rotations ``(V, 4)`` and inlier RMSEs ``(V,)``.
+
+    Args:
+        points: the model's predicted clouds ``(V, N, 3)`` (raw, unaligned).
+        poses: its raw predicted poses ``(V, 4)``; each view starts at ``R(q̄_gt ⊗ q_pred)``.
+        gt_points: its ground-truth cloud ``(M, 3)``.
+        gt_poses: its ground-truth poses ``(V, 4)``.
+        num_points: a fixed random subset of this many points of each cloud (None: all).
+    """
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    target = _subset(gt_points, num_points, generator)
+    rotations, rmse = [], []
+    for view in range(points.shape[0]):
+        source = _subset(points[view], num_points, generator)
+        init = quaternion_multiply(quaternion_conjugate(gt_poses[view]), poses[view])
+        rot, err = icp_rotation(source, target, init, max_correspondence, iterations)
+        rotations.append(rot)
+        rmse.append(err)
+    return torch.stack(rotations), torch.stack(rmse)
+
+
+def _subset(points: Tensor, count: int | None, generator: torch.Generator) -> Tensor:
+    if count is None or points.shape[0] <= count:
+        return points
+    idx = torch.randperm(points.shape[0], generator=generator)[:count].to(points.device)
+    return points[idx]
 
 
 def markley_average(quaternions: Tensor) -> Tensor:
@@ -119,6 +169,21 @@ def markley_average(quaternions: Tensor) -> Tensor:
     eigvals, eigvecs = torch.linalg.eigh(q.T @ q)
     mean = eigvecs[:, eigvals.argmax()]
     return (mean if mean[0] >= 0 else -mean).float()
+
+
+def consensus_average(quaternions: Tensor, consensus_deg: float | None = 30.0) -> Tensor:
+    """Markley average of the largest group of ``quaternions`` ``(n, 4)`` within
+    ``consensus_deg`` of one of them (ties: the group with the smaller spread); ``None``: all."""
+    if consensus_deg is None or quaternions.shape[0] <= 2:
+        return markley_average(quaternions)
+    q = quaternion_normalize(quaternions.double())
+    cos_half = (q @ q.T).abs().clamp(max=1.0)
+    angles = 2.0 * torch.rad2deg(torch.acos(cos_half))  # (n, n)
+    close = angles < consensus_deg
+    counts = close.sum(dim=1)
+    spread = torch.where(close, angles, torch.zeros_like(angles)).sum(dim=1)
+    best = int(torch.argmax(counts.double() * 1e6 - spread))
+    return markley_average(q[close[best]])
 
 
 def select_alignment_rotations(
@@ -164,16 +229,19 @@ class AlignmentCollector(Metric):
 
     ``update(model_index, rmse, rotations)`` with ``(B,)``, ``(B, V)``, ``(B, V, 4)``; states are
     "cat" (gathered across DDP ranks, so every rank computes the same ``q_ref``). ``compute()``
-    returns ``(4,)``: the Markley average of :func:`select_alignment_rotations`, or the identity
-    when nothing was collected.
+    returns ``(4,)``: the :func:`consensus_average` of :func:`select_alignment_rotations`, or the
+    identity when nothing was collected.
     """
 
     full_state_update = False
 
-    def __init__(self, top_views: int = 2, top_models: int = 15) -> None:
+    def __init__(
+        self, top_views: int = 2, top_models: int = 15, consensus_deg: float | None = 30.0
+    ) -> None:
         super().__init__()
         self.top_views = top_views
         self.top_models = top_models
+        self.consensus_deg = consensus_deg
         self.add_state("model_index", default=[], dist_reduce_fx="cat")
         self.add_state("rmse", default=[], dist_reduce_fx="cat")
         self.add_state("rotations", default=[], dist_reduce_fx="cat")
@@ -198,4 +266,4 @@ class AlignmentCollector(Metric):
         )
         if selected.shape[0] == 0:
             return identity
-        return markley_average(selected).to(identity.device)
+        return consensus_average(selected, self.consensus_deg).to(identity.device)

@@ -1,4 +1,4 @@
-"""DPC losses and schedules (``model_pc.py``, ``util/losses.py``; reference brief A4).
+"""DPC losses and schedules (``model_pc.py``, ``util/losses.py``).
 
 Notation: n indexes the B·V images of a batch, k the K pose candidates.
 """
@@ -29,12 +29,17 @@ def linear_schedule(start: float, end: float, step: int, total_steps: int) -> fl
     return start + (end - start) * frac
 
 
-def min_projection_loss(silhouettes: Tensor, masks: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def min_projection_loss(
+    silhouettes: Tensor, masks: Tensor, others_weight: float = 0.0
+) -> tuple[Tensor, Tensor, Tensor]:
     """Projection loss, minimum over the candidate ensemble.
 
     Args:
         silhouettes: ``(n, K, H, W)`` rendered with each candidate pose.
         masks: ``(n, H, W)`` ground-truth masks at the render resolution.
+        others_weight: w of the non-winners' share (ours; 0 = upstream): the loss adds
+            ``w·(1/n)·½·Σ_n mean_{k≠k*} Σ_px (M_n − S_{n,k})²``, so candidates that do not win
+            still receive a little gradient towards the silhouettes.
 
     Returns:
         ``L_proj = (1/n)·½·Σ_n Σ_px (M_n − S_{n,k*})²`` (only the winner gets gradient), the
@@ -43,7 +48,12 @@ def min_projection_loss(silhouettes: Tensor, masks: Tensor) -> tuple[Tensor, Ten
     errors = (silhouettes - masks[:, None]).pow(2).flatten(2).sum(-1)  # (n, K)
     winner = errors.detach().argmin(dim=1)
     chosen = errors.gather(1, winner[:, None]).squeeze(1)
-    return 0.5 * chosen.mean(), winner, errors.detach()
+    loss = 0.5 * chosen.mean()
+    k = errors.shape[1]
+    if others_weight > 0 and k > 1:
+        others = (errors.sum(1) - chosen) / (k - 1)
+        loss = loss + others_weight * 0.5 * others.mean()
+    return loss, winner, errors.detach()
 
 
 def student_loss(teacher: Tensor, student: Tensor, form: str = "code") -> Tensor:

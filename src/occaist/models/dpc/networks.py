@@ -1,7 +1,7 @@
 """DPC networks (Insafutdinov & Dosovitskiy 2018; thesis section 5.2): encoder, shape and pose.
 
 Pure torch, no Lightning. The architecture follows the released code (``dpc/nets/*.py``), not the
-thesis where the two differ (reference brief A2):
+thesis where the two differ:
 
 * encoder: conv 5x5 stride 2 (16 ch), then pairs [conv 3x3 stride 2, conv 3x3 stride 1] with
   32, 64, 128, 256 channels, LeakyReLU(0.2), biases, no normalisation, TF ``SAME`` padding
@@ -13,6 +13,18 @@ thesis where the two differ (reference brief A2):
   says two). Quaternions are (w, x, y, z) and unnormalised; the renderer normalises them.
 
 About 33.3 M parameters at N = 8000, K = 4 (24.6 M of them in the point layer).
+
+**Candidate initialisation** (``pose_init``). ``"upstream"``: every head is initialised like the
+rest of the net (He weights, zero biases), so at the first step all K candidates are unrelated,
+nearly image-independent rotations; one or two of them match most silhouettes best, win, and are
+the only ones that get gradient, while the others never win again (the ensemble collapses).
+Early in training, when the blur is wide, a car's front/back flip renders almost as well as the
+true pose, so each view settles on whichever of the two its winner happened to start near.
+``"yaw_spread"`` (ours, not in the paper or the code): candidate k's last layer starts with the
+bias ``q_y(k·360°/K)`` (a turn about the object's up axis, the axis of the silhouette
+ambiguities) and its weights scaled by ``pose_init_scale``, so the K candidates start as K
+distinct yaws, each view's nearest yaw wins, and every candidate stays in use; the heads then
+learn the image-dependent correction from there.
 """
 
 from __future__ import annotations
@@ -56,6 +68,17 @@ class SameConv2d(nn.Conv2d):
         return super().forward(x)
 
 
+#: Candidate initialisations of :class:`DPCNet` (see the module docstring).
+POSE_INITS = ("upstream", "yaw_spread")
+
+
+def yaw_spread_quaternions(count: int) -> torch.Tensor:
+    """``(count, 4)`` quaternions (w, x, y, z): turns by ``k·360°/count`` about the y (up) axis."""
+    half = torch.arange(count, dtype=torch.float64) * (math.pi / count)
+    zeros = torch.zeros_like(half)
+    return torch.stack((half.cos(), zeros, half.sin(), zeros), dim=-1).float()
+
+
 def _mlp_head(in_dim: int, hidden: list[int], out_dim: int, slope: float) -> nn.Sequential:
     layers: list[nn.Module] = []
     for width in hidden:
@@ -81,6 +104,9 @@ class DPCNet(nn.Module):
         leaky_slope: LeakyReLU negative slope (0.2).
         point_init_std: std of the truncated-normal init of the point (and scale) layer (0.025).
         tf_same_padding: TF ``SAME`` padding for strided convs (see :class:`SameConv2d`).
+        pose_init: ``"upstream"`` or ``"yaw_spread"``, the initialisation of the candidate heads
+            (see the module docstring).
+        pose_init_scale: with ``yaw_spread``, the factor on the candidates' last-layer weights.
     """
 
     def __init__(
@@ -97,8 +123,14 @@ class DPCNet(nn.Module):
         leaky_slope: float = 0.2,
         point_init_std: float = 0.025,
         tf_same_padding: bool = True,
+        pose_init: str = "upstream",
+        pose_init_scale: float = 0.1,
     ) -> None:
         super().__init__()
+        if pose_init not in POSE_INITS:
+            raise ValueError(f"pose_init must be one of {POSE_INITS}, got {pose_init!r}")
+        self.pose_init = pose_init
+        self.pose_init_scale = pose_init_scale
         channels = list(encoder_channels or [16, 32, 64, 128, 256])
         pose_hidden = list(pose_hidden or [32, 32])
         if image_size % (2 ** len(channels)):
@@ -148,6 +180,13 @@ class DPCNet(nn.Module):
             if layer is not None:
                 std = point_init_std
                 nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+        if self.predict_pose and self.pose_init == "yaw_spread":
+            yaws = yaw_spread_quaternions(self.num_candidates)
+            with torch.no_grad():
+                for head, q in zip(self.candidates, yaws, strict=True):
+                    last = head[-1]
+                    last.weight.mul_(self.pose_init_scale)
+                    last.bias.copy_(q)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [0, 1] (mapped to [-1, 1]) -> shared features (B, fc_dim)."""

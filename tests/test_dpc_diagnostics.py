@@ -1,0 +1,105 @@
+"""Diagnostics that separate pose learning from alignment: relative errors, the oracle alignment,
+the consensus average, the random-pose baseline, the yaw-spread candidate initialisation, and the
+candidate collapse it prevents (pose branch trained against fixed ground-truth clouds)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from occaist.evaluation.point_clouds import random_rotation_angle_quantile, random_rotation_cdf
+from occaist.geometry.quaternion import (
+    quaternion_conjugate,
+    quaternion_from_axis_angle,
+    quaternion_multiply,
+    quaternion_normalize,
+)
+from occaist.metrics.pose import oracle_alignment, quaternion_angle_deg, relative_pose_errors
+from occaist.models.dpc.alignment import consensus_average, icp_rotation, markley_average
+from occaist.models.dpc.diagnostics import win_fractions
+from occaist.models.dpc.networks import DPCNet, yaw_spread_quaternions
+
+
+def _random_quaternions(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return quaternion_normalize(torch.randn(n, 4, generator=g, dtype=torch.float64))
+
+
+def _turn(axis: list[float], degrees: float) -> torch.Tensor:
+    return quaternion_from_axis_angle(
+        torch.tensor(axis, dtype=torch.float64), torch.tensor(math.radians(degrees))
+    )
+
+
+def test_relative_errors_ignore_the_global_rotation_and_see_one_bad_view() -> None:
+    gt = _random_quaternions(4, 0)
+    frame = _random_quaternions(1, 1)[0]
+    pred = quaternion_multiply(gt, frame.expand_as(gt))  # the model's own frame: q = g ⊗ r
+    assert relative_pose_errors(pred, gt).abs().max() < 1e-4
+    pred[2] = quaternion_multiply(_turn([0.0, 1.0, 0.0], 40.0), pred[2])  # view 2 off by 40°
+    errors = relative_pose_errors(pred, gt)  # pairs (0,1) (0,2) (0,3) (1,2) (1,3) (2,3)
+    assert errors.tolist() == pytest.approx([0, 40, 0, 40, 0, 40], abs=1e-3)
+
+
+def test_oracle_alignment_finds_the_frame_of_the_correct_views() -> None:
+    gt = _random_quaternions(40, 2)
+    frame = _random_quaternions(1, 3)[0]
+    pred = quaternion_multiply(gt, frame.expand_as(gt))
+    pred[:12] = _random_quaternions(12, 4)  # 30 % of the views are wrong
+    out = oracle_alignment(pred, gt, 30.0)
+    assert quaternion_angle_deg(out["reference_rotation"].double(), frame) < 1e-3
+    assert out["accuracy"] >= 28 / 40 and out["median_deg"] < 1e-3
+    # the alignment in use is a candidate too, so the oracle is never worse than it
+    bad = _turn([1.0, 0.0, 0.0], 90.0)
+    aligned = quaternion_multiply(pred, quaternion_conjugate(bad).expand_as(pred))
+    icp_acc = float((quaternion_angle_deg(aligned, gt) < 30).double().mean())
+    assert oracle_alignment(pred, gt, 30.0, extra_candidates=bad[None])["accuracy"] >= icp_acc
+
+
+def test_consensus_average_ignores_the_flipped_group() -> None:
+    q0 = _turn([0.3, 1.0, 0.1], 25.0)
+    jitter = [_turn([1.0, 0.0, 0.0], d) for d in (-4.0, -2.0, 0.0, 2.0, 4.0, 3.0, -3.0)]
+    good = torch.stack([quaternion_multiply(q0, j) for j in jitter])
+    # views whose pose ended near, not at, a front/back flip (an exact 180° turn is orthogonal
+    # to q0 in quaternion space and would not move Markley's eigenvector)
+    flip = quaternion_multiply(q0, _turn([0.0, 1.0, 0.0], 160.0))
+    flipped = torch.stack([quaternion_multiply(flip, j) for j in jitter[:5]])
+    mixed = torch.cat((good, flipped))
+    assert quaternion_angle_deg(consensus_average(mixed, 30.0).double(), q0) < 3.0
+    assert quaternion_angle_deg(markley_average(mixed).double(), q0) > 30.0  # upstream's mix
+    assert torch.allclose(consensus_average(mixed, None), markley_average(mixed))
+
+
+def test_icp_without_inliers_reports_an_infinite_rmse() -> None:
+    source = torch.rand(50, 3)
+    _, rmse = icp_rotation(source, source + 5.0, torch.tensor([1.0, 0, 0, 0]), 0.2, 5)
+    assert math.isinf(float(rmse))
+
+
+def test_random_pose_baseline_matches_sampling() -> None:
+    angles = quaternion_angle_deg(_random_quaternions(200_000, 5), torch.tensor([1.0, 0, 0, 0]))
+    assert random_rotation_cdf(30.0) == pytest.approx(
+        float((angles < 30).double().mean()), abs=2e-3
+    )
+    median = random_rotation_angle_quantile(0.5)
+    assert median == pytest.approx(float(angles.median()), abs=0.5)
+
+
+def test_yaw_spread_starts_the_candidates_at_distinct_yaws() -> None:
+    torch.manual_seed(0)
+    kwargs = dict(image_size=32, num_points=10, encoder_channels=[8, 16], fc_dim=64)
+    spread = DPCNet(pose_init="yaw_spread", **kwargs)
+    cands = spread(torch.rand(6, 3, 32, 32))["candidates"].detach().double()  # (6, K, 4)
+    yaws = yaw_spread_quaternions(4).double()
+    # every candidate of every image is nearest to its own starting yaw (90° apart)
+    to_yaws = quaternion_angle_deg(cands[:, :, None], yaws[None, None])  # (6, K, K)
+    assert (to_yaws.argmin(-1) == torch.arange(4)).all()
+    assert quaternion_angle_deg(yaws[0], yaws[2]) == pytest.approx(180.0, abs=1e-3)
+    with pytest.raises(ValueError, match="pose_init"):
+        DPCNet(pose_init="spread", **kwargs)
+
+
+def test_win_fractions_sum_to_one() -> None:
+    assert win_fractions(torch.tensor([0, 0, 2, 3]), 4).tolist() == [0.5, 0.0, 0.25, 0.25]
