@@ -17,11 +17,32 @@ log = RankedLogger(__name__)
 PRINT_ORDER = ("data", "model", "callbacks", "logger", "trainer", "paths", "extras")
 
 
+#: Keys every typed schema adds with Hydra's defaults; shown only when set otherwise.
+SCHEMA_DEFAULTS = {"_partial_": False, "_recursive_": True, "_convert_": "none"}
+
+
+def without_schema_defaults(value: Any) -> Any:
+    """A plain config with the schemas' ``_partial_/_recursive_/_convert_`` defaults dropped."""
+    if isinstance(value, dict):
+        return {
+            k: without_schema_defaults(v)
+            for k, v in value.items()
+            if not (k in SCHEMA_DEFAULTS and v == SCHEMA_DEFAULTS[k])
+        }
+    if isinstance(value, list):
+        return [without_schema_defaults(v) for v in value]
+    return value
+
+
+def _resolved_groups(cfg: DictConfig, order: Sequence[str]) -> dict[str, Any]:
+    resolved = without_schema_defaults(OmegaConf.to_container(cfg, resolve=True))
+    keys = [k for k in order if k in resolved] + [k for k in resolved if k not in order]
+    return {key: resolved[key] for key in keys}
+
+
 def config_tree_text(cfg: DictConfig, order: Sequence[str] = PRINT_ORDER) -> str:
     """The resolved config as YAML with the main groups first (what ``config_tree.log`` holds)."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    keys = [k for k in order if k in resolved] + [k for k in resolved if k not in order]
-    return OmegaConf.to_yaml(OmegaConf.create({key: resolved[key] for key in keys}))
+    return OmegaConf.to_yaml(OmegaConf.create(_resolved_groups(cfg, order)))
 
 
 def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None) -> None:
@@ -31,13 +52,9 @@ def print_config_tree(cfg: DictConfig, save_to: str | Path | None = None) -> Non
     import rich.tree
 
     tree = rich.tree.Tree("CONFIG", style="dim", guide_style="dim")
-    keys = [k for k in PRINT_ORDER if k in cfg] + [k for k in cfg if k not in PRINT_ORDER]
-    for key in keys:
+    for key, value in _resolved_groups(cfg, PRINT_ORDER).items():
         branch = tree.add(key, style="bold", guide_style="dim")
-        value = cfg[key]
-        text = (
-            OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
-        )
+        text = OmegaConf.to_yaml(value) if isinstance(value, (dict, list)) else str(value)
         branch.add(rich.syntax.Syntax(text, "yaml"))
     rich.print(tree)
     if save_to is not None:
