@@ -305,8 +305,8 @@ def schema_name(yaml_file: Path) -> str:
     return f"base_{yaml_file.stem}"
 
 
-def _sweep_group() -> str | None:
-    """``<job name>-<sweep dir name>`` in a multirun (one W&B group per sweep), else ``None``."""
+def _sweep_group(task_name: str = "") -> str | None:
+    """``<task name>-<sweep dir name>`` in a multirun (one W&B group per sweep), else ``None``."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -315,14 +315,14 @@ def _sweep_group() -> str | None:
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.MULTIRUN:
         return None
-    return f"{hydra_cfg.job.name}-{Path(hydra_cfg.sweep.dir).name}"
+    return f"{task_name or hydra_cfg.job.name}-{Path(hydra_cfg.sweep.dir).name}"
 
 
 def _run_name(task_name: str) -> str:
     """``task_name`` for a single run, ``task_name/<job number>`` inside a multirun."""
     from hydra.core.hydra_config import HydraConfig
 
-    if _sweep_group() is None:
+    if _sweep_group(task_name) is None:
         return task_name
     return f"{task_name}/{HydraConfig.get().job.num}"
 
