@@ -341,7 +341,7 @@ class BOPDataset(Dataset):
             ``scene_gt_info.json``; without it every instance is kept).
         num_points: model surface points per object (losses and ADD).
         max_images: use only the first images of each scene (quick runs); None = all.
-        cache: keep decoded, scaled images in memory after the first read.
+        cache: keep decoded, scaled images and masks in memory after the first read.
     """
 
     def __init__(
@@ -396,6 +396,9 @@ class BOPDataset(Dataset):
         self._cache: dict[tuple[int, int], tuple[torch.Tensor, float]] | None = (
             {} if cache else None
         )
+        self._mask_cache: dict[tuple[int, int, int], tuple[torch.Tensor, np.ndarray]] | None = (
+            {} if cache else None
+        )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -415,12 +418,15 @@ class BOPDataset(Dataset):
             self._cache[key] = (stored, scale)
         return stored.float() / 255.0, scale
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        rec = self.records[index]
-        sdir = scene_dir(self.root, self.split, rec["scene_id"])
-        image, scale = self._image(sdir, rec["scene_id"], rec["im_id"])
+    def _mask_and_box(
+        self, sdir: Path, rec: dict, scale: float
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """The instance's scaled visible mask ``(1, S, S)`` (bool) and its box in scaled pixels."""
+        key = (rec["scene_id"], rec["im_id"], rec["inst_id"])
+        if self._mask_cache is not None and key in self._mask_cache:
+            return self._mask_cache[key]
         mask = _read_mask(mask_path(sdir, rec["im_id"], rec["inst_id"]))
-        mask_t = _fit(torch.from_numpy(mask).float()[None], scale, self.image_size)
+        scaled = _fit(torch.from_numpy(mask).float()[None], scale, self.image_size) > 0.5
         if rec["bbox_visib"] is not None and rec["bbox_visib"][2] > 0:
             x, y, bw, bh = rec["bbox_visib"]
             box = np.array([x, y, x + bw, y + bh], dtype=np.float64) * scale
@@ -431,10 +437,19 @@ class BOPDataset(Dataset):
                 if len(rows)
                 else np.zeros(4)
             )
+        if self._mask_cache is not None:
+            self._mask_cache[key] = (scaled, box)
+        return scaled, box
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rec = self.records[index]
+        sdir = scene_dir(self.root, self.split, rec["scene_id"])
+        image, scale = self._image(sdir, rec["scene_id"], rec["im_id"])
+        mask, box = self._mask_and_box(sdir, rec, scale)
         model = self.models[rec["obj_id"]]
         return {
             "image": image,
-            "mask": (mask_t > 0.5).float(),
+            "mask": mask.float(),
             "K": torch.from_numpy(scaled_intrinsics(rec["K"], scale)).float(),
             "R": torch.from_numpy(rec["R"]).float(),
             "t": torch.from_numpy(rec["t"]).float(),
