@@ -62,6 +62,8 @@ def load_generator(ckpt: str | os.PathLike, which: str = "G") -> tuple[ResnetGen
         hp["generator_blocks"],
         hp["generator_activation"],
         hp["generator_negative_slope"],
+        hp.get("generator_output", "tanh"),
+        hp.get("generator_upsampling", "transposed"),
     )
     prefix = f"{which}."
     weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}

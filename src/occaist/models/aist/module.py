@@ -20,6 +20,15 @@ hyperparameters are plain numbers and strings (no partial objects) so checkpoint
 ``torch.load(weights_only=True)``, and :func:`occaist.stylize.load_generator` can rebuild G from
 a checkpoint alone.
 
+Generator switches for short budgets (``generator_output=residual`` starts G and F as the
+identity, ``generator_upsampling=resize_conv`` avoids the checkerboard; see
+:mod:`.networks` and docs/aist.md). Validation logs the stylisation measures of
+:mod:`occaist.evaluation.stylisation` (two-sample AUC against the real segments, colour
+correlation, alpha IoU and their ``stylisation_score``, the sweeps' objective); a run that ends
+before its first validation measures once at the end of training, so the objective always exists.
+The test loop returns per-sample records for :class:`~occaist.evaluation.stylisation.
+StylisationEvaluator` (the module writes no files).
+
 Inference: :meth:`AISTCycleGAN.stylize` (or ``forward``) applies G to images in [-1, 1].
 """
 
@@ -27,19 +36,26 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from occaist.evaluation.stylisation import (
+    ClassifierBudget,
+    StylisationEvaluator,
+    log_image_panels,
+    stylisation_measures,
+    to_uint8,
+)
 from occaist.models.aist.image_pool import ImagePool
 from occaist.models.aist.losses import (
     ALPHA_MODES,
+    PROXY_THRESHOLD,
     FeatureDistance,
     PooledFeatures,
     alpha_loss,
-    alpha_mask,
     cycle_loss,
     identity_loss,
     lsgan_discriminator_loss,
@@ -47,37 +63,13 @@ from occaist.models.aist.losses import (
     resnet18_trunk,
 )
 from occaist.models.aist.networks import PatchDiscriminator, ResnetGenerator
+from occaist.models.aist.schedules import LR_POLICIES, ConstantFactor, LinearDecay, lr_factor
 from occaist.utils.logging import RankedLogger
 from occaist.utils.weights import MissingWeightsError, resolve_weights_path
 
 log = RankedLogger(__name__)
 
-LR_POLICIES = ("constant", "linear")
-
-
-class LinearDecay:
-    """Upstream's ``linear`` LR factor for the 0-based epoch ``e`` (stepped at each epoch end).
-
-    ``factor(e) = 1 - max(0, e + 1 - n_epochs) / (n_epochs_decay + 1)``: the base rate for
-    the first ``n_epochs`` epochs, then a linear decay over ``n_epochs_decay`` epochs ending at
-    ``base / (n_epochs_decay + 1)``. (Upstream's 2020 loop steps at epoch start and reaches 0;
-    we keep the 2018 end-of-epoch convention so no epoch trains at rate 0.) A picklable class
-    rather than a lambda, so the scheduler's state is saved in the checkpoint.
-    """
-
-    def __init__(self, n_epochs: int, n_epochs_decay: int) -> None:
-        self.n_epochs = n_epochs
-        self.n_epochs_decay = n_epochs_decay
-
-    def __call__(self, epoch: int) -> float:
-        return 1.0 - max(0, epoch + 1 - self.n_epochs) / float(self.n_epochs_decay + 1)
-
-
-class ConstantFactor:
-    """LR factor 1 (the thesis kept 2e-4 throughout training, section 6.1.1)."""
-
-    def __call__(self, epoch: int) -> float:
-        return 1.0
+__all__ = ["AISTCycleGAN", "ConstantFactor", "LinearDecay", "mask_iou"]
 
 
 def mask_iou(mask_a: Tensor, mask_b: Tensor) -> Tensor:
@@ -106,6 +98,9 @@ class AISTCycleGAN(pl.LightningModule):
             a file, or ``None`` (random Phi, tests only). Unused when both lambda_res are 0.
         generator_channels, generator_blocks: ngf (64) and residual blocks (9).
         generator_activation, generator_negative_slope: ``leaky_relu`` 0.01 (thesis) or ``relu``.
+        generator_output: ``tanh`` (upstream) or ``residual`` (starts as the identity; see
+            :class:`~occaist.models.aist.networks.ResnetGenerator`).
+        generator_upsampling: ``transposed`` (upstream) or ``resize_conv`` (no checkerboard).
         discriminator_channels, discriminator_layers: ndf (64) and strided layers (3 = 70x70).
         lr, beta1, beta2: Adam settings of both optimisers (2e-4, 0.5, 0.999).
         lr_policy: ``constant`` (thesis) or ``linear`` (upstream; see :class:`LinearDecay`).
@@ -117,6 +112,10 @@ class AISTCycleGAN(pl.LightningModule):
             metrics are skipped with a warning when the file is missing. They use ResNet-18
             pooled features, so they are not comparable with published (Inception) FID.
         kid_subset_size: KID subset size (KID is skipped when fewer fake images were seen).
+        measure_images: validation images (of each domain, distinct) kept for the stylisation
+            measures (0: off); the two-sample AUC needs at least 4 real ones.
+        measure_epochs: epochs of the two-sample classifier (its fixed budget; see
+            :class:`~occaist.evaluation.stylisation.ClassifierBudget`).
     """
 
     def __init__(
@@ -137,6 +136,8 @@ class AISTCycleGAN(pl.LightningModule):
         generator_blocks: int = 9,
         generator_activation: str = "leaky_relu",
         generator_negative_slope: float = 0.01,
+        generator_output: str = "tanh",
+        generator_upsampling: str = "transposed",
         discriminator_channels: int = 64,
         discriminator_layers: int = 3,
         lr: float = 2e-4,
@@ -151,6 +152,8 @@ class AISTCycleGAN(pl.LightningModule):
         image_log_every_n_steps: int = 500,
         fid_weights: str | None = None,
         kid_subset_size: int = 50,
+        measure_images: int = 64,
+        measure_epochs: int = 60,
     ) -> None:
         super().__init__()
         if alpha_mode not in ALPHA_MODES:
@@ -180,6 +183,8 @@ class AISTCycleGAN(pl.LightningModule):
                 generator_blocks,
                 generator_activation,
                 generator_negative_slope,
+                generator_output,
+                generator_upsampling,
             )
 
         def discriminator() -> PatchDiscriminator:
@@ -199,6 +204,7 @@ class AISTCycleGAN(pl.LightningModule):
         self._fid: dict[str, Any] = self._build_fid_metrics(fid_weights, kid_subset_size)
         self.val_metrics = self._split_metrics()
         self.test_metrics = self._split_metrics()
+        self._measured: dict[str, list[tuple[int, int, Any, Any, Any]]] = {}
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -262,11 +268,7 @@ class AISTCycleGAN(pl.LightningModule):
         betas = (hp.beta1, hp.beta2)
         opt_g = torch.optim.Adam([*self.G.parameters(), *self.F.parameters()], hp.lr, betas)
         opt_d = torch.optim.Adam([*self.D_X.parameters(), *self.D_Y.parameters()], hp.lr, betas)
-        factor: Any = (
-            LinearDecay(hp.n_epochs, hp.n_epochs_decay)
-            if hp.lr_policy == "linear"
-            else ConstantFactor()
-        )
+        factor = lr_factor(hp.lr_policy, hp.n_epochs, hp.n_epochs_decay)
         schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, factor) for opt in (opt_g, opt_d)]
         return [opt_g, opt_d], schedulers
 
@@ -302,10 +304,12 @@ class AISTCycleGAN(pl.LightningModule):
             self.G.train(was_training)
 
     def hard_mask(self, x: Tensor) -> Tensor:
-        """Boolean foreground mask (B, 1, H, W): alpha > 0 (``channel``) or the RGB > -1 proxy."""
+        """Boolean foreground mask (B, 1, H, W) of the image as written to an 8-bit PNG: alpha
+        (``channel``) or any RGB channel at least 1/255 above black. (The thesis's proxy, any
+        channel > -1, counts tanh's never-exact -1 background as foreground everywhere.)"""
         if self.hparams.alpha_mode == "channel":
-            return x[:, 3:4] > -1.0
-        return alpha_mask(x, "proxy_hard", self.hparams.alpha_temperature) > 0.5
+            return x[:, 3:4] > PROXY_THRESHOLD
+        return x[:, :3].amax(dim=1, keepdim=True) > PROXY_THRESHOLD
 
     # ----------------------------------------------------------------------------- training
     def generator_losses(
@@ -396,7 +400,7 @@ class AISTCycleGAN(pl.LightningModule):
             scheduler.step()
 
     # ----------------------------------------------------------------------------- evaluation
-    def _evaluate(self, split: str, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def _evaluate(self, split: str, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
         metrics = self.val_metrics if split == "val" else self.test_metrics
         x, y = self._inputs(batch)
         fake_y = self.G(x)
@@ -414,6 +418,7 @@ class AISTCycleGAN(pl.LightningModule):
                 metric.update(fake_y.float(), real=False)
         if batch_idx == 0:
             self._log_panels(split, x, fake_y, rec_x, y, fake_x, rec_y)
+        return {"x": x, "fake_y": fake_y, "y": y}
 
     def _fid_epoch_end(self, split: str) -> None:
         if split not in self._fid:
@@ -427,63 +432,90 @@ class AISTCycleGAN(pl.LightningModule):
         fid.reset()
         kid.reset()
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate("val", batch, batch_idx)
+    def _keep_for_measure(self, batch: dict[str, Any], out: dict[str, Tensor]) -> None:
+        """Keep (A index, B index, x, G(x), y) as uint8 until ``measure_images`` are held."""
+        kept = self._measured.setdefault("val", [])
+        if len(kept) >= self.hparams.measure_images:
+            return
+        x, fake_y, y = (to_uint8(out[k]) for k in ("x", "fake_y", "y"))
+        a_idx = batch.get("A_index", torch.arange(len(x)) + len(kept))
+        b_idx = batch.get("B_index", torch.arange(len(x)) + len(kept))
+        for i in range(min(len(x), self.hparams.measure_images - len(kept))):
+            kept.append((int(a_idx[i]), int(b_idx[i]), x[i], fake_y[i], y[i]))
+
+    def _measure(self) -> dict[str, float]:
+        """The stylisation measures on the kept images (distinct renders, distinct segments)."""
+        kept = self._measured.pop("val", [])
+        renders = {a: (x, fake) for a, _, x, fake, _ in kept}
+        segments = {b: y for _, b, _, _, y in kept}
+        if not renders:
+            return {}
+        x, fake = (np.stack(part) for part in zip(*renders.values(), strict=True))
+        real = np.stack(list(segments.values()))
+        budget = ClassifierBudget(epochs=self.hparams.measure_epochs)
+        return stylisation_measures(x, fake, real, budget)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        out = self._evaluate("val", batch, batch_idx)
+        if self.hparams.measure_images > 0 and not self.trainer.sanity_checking:
+            self._keep_for_measure(batch, out)
 
     def on_validation_epoch_end(self) -> None:
         self._fid_epoch_end("val")
+        for name, value in self._measure().items():
+            self.log(f"val/{name}", value, sync_dist=True)
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._evaluate("test", batch, batch_idx)
+    def on_train_end(self) -> None:
+        """Measure once on the validation data when no validation ran (a short sweep trial), so
+        ``val/stylisation_score`` always exists for the sweeper."""
+        trainer = self.trainer
+        datamodule = getattr(trainer, "datamodule", None)
+        if (
+            self.hparams.measure_images <= 0
+            or "val/stylisation_score" in trainer.callback_metrics
+            or datamodule is None
+        ):
+            return
+        datamodule.setup("validate")
+        with torch.no_grad():
+            for batch in datamodule.val_dataloader():
+                if len(self._measured.get("val", [])) >= self.hparams.measure_images:
+                    break
+                x, y = (batch[k].to(self.device) for k in ("A", "B"))
+                out = {"x": x, "fake_y": self.G(self._format(x)), "y": y}
+                self._keep_for_measure(batch, out)
+        for name, value in self._measure().items():
+            trainer.callback_metrics[f"val/{name}"] = torch.tensor(value)
+        log.info("no validation ran: stylisation measured at the end of training")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[dict]]:
+        out = self._evaluate("test", batch, batch_idx)
+        x, fake_y, y = (to_uint8(out[k]) for k in ("x", "fake_y", "y"))
+        a_idx = batch.get("A_index", torch.arange(len(x)))
+        b_idx = batch.get("B_index", a_idx)
+        return {
+            "records": [
+                {"index": int(a), "real_index": int(b), "x": xi, "fake_y": fi, "y": yi}
+                for a, b, xi, fi, yi in zip(a_idx, b_idx, x, fake_y, y, strict=True)
+            ]
+        }
 
     def on_test_epoch_end(self) -> None:
         self._fid_epoch_end("test")
 
+    def build_evaluator(self) -> StylisationEvaluator:
+        """The test report: domain-gap table (originals as baseline), montage, per-image rows."""
+        return StylisationEvaluator(ClassifierBudget(epochs=self.hparams.measure_epochs))
+
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self.stylize(batch["A"])
 
-    # ----------------------------------------------------------------------------- logging
-    def _log_panels(
-        self,
-        split: str,
-        x: Tensor,
-        fake_y: Tensor,
-        rec_x: Tensor,
-        y: Tensor,
-        fake_x: Tensor,
-        rec_y: Tensor,
-    ) -> None:
-        """x, G(x), F(G(x)), Alpha(x), Alpha(G(x)) / y, F(y), G(F(y)) for W&B or TensorBoard."""
-        loggers = [lg for lg in self.loggers if isinstance(lg, (WandbLogger, TensorBoardLogger))]
-        if not loggers:
-            return
-        from torchvision.utils import make_grid
-
-        def rgb(t: Tensor) -> Tensor:
-            return ((t[:1, :3].detach().float().cpu() + 1.0) / 2.0).clamp(0, 1)
-
-        def grey(mask: Tensor) -> Tensor:
-            return mask[:1].detach().float().cpu().expand(-1, 3, -1, -1)
-
-        tiles = [
-            rgb(x),
-            rgb(fake_y),
-            rgb(rec_x),
-            grey(self.hard_mask(x)),
-            grey(self.hard_mask(fake_y)),
-            rgb(y),
-            rgb(fake_x),
-            rgb(rec_y),
-        ]
-        grid = make_grid(torch.cat(tiles), nrow=5, padding=2)
+    def _log_panels(self, split: str, *images: Tensor) -> None:
+        """x, G(x), F(G(x)), Alpha(x), Alpha(G(x)) / y, F(y), G(F(y)) (W&B / TensorBoard)."""
+        x, fake_y, rec_x, y, fake_x, rec_y = images
+        tiles = [x, fake_y, rec_x, self.hard_mask(x), self.hard_mask(fake_y), y, fake_x, rec_y]
         caption = "x, G(x), F(G(x)), Alpha(x), Alpha(G(x)) | y, F(y), G(F(y))"
-        for lg in loggers:
-            if isinstance(lg, WandbLogger):
-                lg.log_image(
-                    key=f"{split}/panel", images=[grid], caption=[caption], step=self.global_step
-                )
-            else:
-                lg.experiment.add_image(f"{split}/panel", grid, self.global_step)
+        log_image_panels(self.loggers, f"{split}/panel", tiles, caption, self.global_step)
 
     # ----------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

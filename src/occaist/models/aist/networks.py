@@ -8,16 +8,33 @@ Both follow junyanz/pytorch-CycleGAN-and-pix2pix (``resnet_9blocks``, ``basic`` 
   convolution (``"leaky_relu"``, the default); upstream uses ReLU (``"relu"``).
 * ``in_channels`` / ``out_channels``: 3 (RGB, the thesis) or 4 (RGBA, ``alpha_mode=channel``).
 * ``base_channels`` / ``num_blocks``: 64 / 9 as published; tests shrink them for speed.
+* ``output``: ``"tanh"`` (upstream) maps the last convolution through tanh, so a freshly
+  initialised generator outputs a near-constant grey image and must learn the identity before it
+  can keep anything of the render; at CPU budgets (a few hundred batches) it never does, and the
+  colours and shading are lost. ``"residual"`` starts as the identity:
+  ``G(x) = tanh(atanh(x) + r(x))`` with the last convolution of ``r`` initialised to zero, so
+  the network learns only the change of style (the background value -1 stays below the
+  thesis's Alpha threshold unless ``r`` moves it by more than 0.7 in the atanh domain).
+* ``upsampling``: ``"transposed"`` (upstream, stride-2 transposed convolutions) or
+  ``"resize_conv"`` (nearest-neighbour x2 then a 3x3 convolution), which avoids the
+  checkerboard pattern of uneven transposed-convolution overlap (Odena et al., Distill 2016).
 
 Pure torch: no Lightning, no Hydra.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 #: Activations the generator can use (thesis: leaky ReLU 0.01; upstream: ReLU).
 GENERATOR_ACTIVATIONS = ("leaky_relu", "relu")
+#: Generator outputs: upstream's tanh, or the identity-start residual (module docstring).
+GENERATOR_OUTPUTS = ("tanh", "residual")
+#: Generator upsampling layers: upstream's transposed convolutions, or resize + convolution.
+GENERATOR_UPSAMPLINGS = ("transposed", "resize_conv")
+#: |x| is clamped to 1 - RESIDUAL_EPS before atanh in the ``residual`` output (atanh(±1) = ±inf).
+RESIDUAL_EPS = 1e-3
 
 
 def make_activation(name: str, negative_slope: float) -> nn.Module:
@@ -84,6 +101,9 @@ class ResnetGenerator(nn.Module):
         num_blocks: residual blocks, 9 published.
         activation: ``"leaky_relu"`` (thesis) or ``"relu"`` (upstream).
         negative_slope: leaky ReLU slope, 0.01 in the thesis.
+        output: ``"tanh"`` (upstream) or ``"residual"`` (identity at initialisation; needs
+            ``in_channels == out_channels``).
+        upsampling: ``"transposed"`` (upstream) or ``"resize_conv"``.
 
     Input (B, c_in, H, W) in [-1, 1] with H, W multiples of 4; output (B, c_out, H, W) in (-1, 1).
     """
@@ -96,8 +116,18 @@ class ResnetGenerator(nn.Module):
         num_blocks: int = 9,
         activation: str = "leaky_relu",
         negative_slope: float = 0.01,
+        output: str = "tanh",
+        upsampling: str = "transposed",
     ) -> None:
         super().__init__()
+        if output not in GENERATOR_OUTPUTS:
+            raise ValueError(f"output must be one of {GENERATOR_OUTPUTS}, got {output!r}")
+        if upsampling not in GENERATOR_UPSAMPLINGS:
+            raise ValueError(
+                f"upsampling must be one of {GENERATOR_UPSAMPLINGS}, got {upsampling!r}"
+            )
+        if output == "residual" and in_channels != out_channels:
+            raise ValueError("output='residual' needs in_channels == out_channels")
         ngf = base_channels
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
@@ -112,29 +142,47 @@ class ResnetGenerator(nn.Module):
                 make_activation(activation, negative_slope),
             ]
         layers += [ResnetBlock(ngf * 4, activation, negative_slope) for _ in range(num_blocks)]
-        for mult in (4, 2):  # two stride-2 transposed convolutions back: 4 ngf -> 2 ngf -> ngf
+        for mult in (4, 2):  # two x2 upsamplings back: 4 ngf -> 2 ngf -> ngf
             layers += [
-                nn.ConvTranspose2d(
-                    ngf * mult,
-                    ngf * mult // 2,
-                    kernel_size=3,
-                    stride=2,
-                    padding=1,
-                    output_padding=1,
-                ),
+                *_upsample(ngf * mult, ngf * mult // 2, upsampling),
                 instance_norm(ngf * mult // 2),
                 make_activation(activation, negative_slope),
             ]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, kernel_size=7), nn.Tanh()]
+        last = nn.Conv2d(ngf, out_channels, kernel_size=7)
+        layers += [nn.ReflectionPad2d(3), last]
+        if output == "tanh":
+            layers.append(nn.Tanh())
         self.model = nn.Sequential(*layers)
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.output = output
         init_weights(self)
+        if output == "residual":  # r(x) = 0 at initialisation: G starts as the identity
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] % 4 or x.shape[-2] % 4:
             raise ValueError(f"height and width must be multiples of 4, got {tuple(x.shape[-2:])}")
+        if self.output == "residual":
+            base = torch.atanh(x.float().clamp(-1.0 + RESIDUAL_EPS, 1.0 - RESIDUAL_EPS))
+            return torch.tanh(base + self.model(x).float()).to(x.dtype)
         return self.model(x)
+
+
+def _upsample(in_channels: int, out_channels: int, mode: str) -> list[nn.Module]:
+    """A x2 upsampling layer: upstream's ``ConvT3x3 s2`` or nearest x2 + ``ReflPad1, Conv3x3``."""
+    if mode == "transposed":
+        return [
+            nn.ConvTranspose2d(
+                in_channels, out_channels, kernel_size=3, stride=2, padding=1, output_padding=1
+            )
+        ]
+    return [
+        nn.Upsample(scale_factor=2, mode="nearest"),
+        nn.ReflectionPad2d(1),
+        nn.Conv2d(in_channels, out_channels, kernel_size=3),
+    ]
 
 
 class PatchDiscriminator(nn.Module):
