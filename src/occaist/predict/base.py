@@ -152,13 +152,9 @@ def _predictor_classes() -> tuple[type[Predictor], ...]:
     from occaist.predict.aist import AISTPredictor
     from occaist.predict.dpc import PointCloudPredictor
     from occaist.predict.occlusion_net import OcclusionNetPredictor
+    from occaist.predict.pose_regression import PosePredictor
 
-    classes: list[type[Predictor]] = [
-        PointCloudPredictor,
-        OcclusionNetPredictor,
-        AISTPredictor,
-    ]
-    return tuple(classes)
+    return (PointCloudPredictor, OcclusionNetPredictor, AISTPredictor, PosePredictor)
 
 
 def predictor_for(target: str) -> type[Predictor]:

@@ -23,6 +23,7 @@ class PredictOptions:
     progress: bool = True
     visibility_threshold: float = 0.5
     overlay_score_threshold: float = 0.5
+    camera_K: Optional[list[float]] = None  # noqa: UP045
 
 
 def check_options(cfg: DictConfig) -> PredictOptions:

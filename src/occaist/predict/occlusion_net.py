@@ -14,6 +14,7 @@ skeleton, visible keypoints green and occluded ones red (``visibility_threshold`
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,7 +24,7 @@ from occaist.predict.base import Predictor
 from occaist.predict.inputs import DecodedInput
 from occaist.predict.overlays import draw_keypoint_detections, rgb_of
 from occaist.predict.writers import coco_images, coco_keypoint_result, output_path, write_png
-from occaist.utils.io import write_json_atomic
+from occaist.utils.io import write_json_atomic, write_text_atomic
 
 RESULTS_FILE = "keypoints_results.json"
 IMAGES_FILE = "images.json"
@@ -90,7 +91,9 @@ class OcclusionNetPredictor(Predictor):
     def finish(self) -> dict[str, str]:
         images = sorted(self.images, key=lambda im: im["id"])
         write_json_atomic(self.output / IMAGES_FILE, coco_images(images))
-        write_json_atomic(self.output / RESULTS_FILE, self.results)
+        # one detection per line: big folders give big files
+        lines = ",\n".join(json.dumps(r, sort_keys=True) for r in self.results)
+        write_text_atomic(self.output / RESULTS_FILE, f"[\n{lines}\n]\n" if lines else "[]\n")
         return {
             "coco_keypoint_results": str(self.output / RESULTS_FILE),
             "coco_images": str(self.output / IMAGES_FILE),
