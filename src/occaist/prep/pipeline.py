@@ -44,7 +44,6 @@ from occaist.data.common import warn_if_synthetic
 from occaist.data.image_files import CarImageRecord, dataset_folder, read_image_rgb
 from occaist.data.rgba import (
     car_to_frame_ratio,
-    clear_background,
     color_correct,
     pad_to_ratio,
     pad_to_square,
@@ -188,10 +187,9 @@ def _crop_rgba(rgb: np.ndarray, mask: np.ndarray, box: Sequence[float]) -> np.nd
     """The RGBA segment inside the (outward-rounded) box: RGB where the mask is, alpha = mask."""
     x0, y0 = math.floor(box[0]), math.floor(box[1])
     x1, y1 = math.ceil(box[2]), math.ceil(box[3])
-    rgba = np.concatenate(
-        [rgb[y0:y1, x0:x1], (mask[y0:y1, x0:x1, None] * 255).astype(np.uint8)], -1
-    )
-    return clear_background(rgba)
+    inside = mask[y0:y1, x0:x1, None]  # (h, w, 1) bool
+    # RGB zeroed where alpha is 0, as clear_background would (a multiply, not a masked write)
+    return np.concatenate([rgb[y0:y1, x0:x1] * inside, inside.astype(np.uint8) * 255], -1)
 
 
 def _normalise(
@@ -239,16 +237,18 @@ def _process_candidate(
     }
     view = CandidateView(cand.label, cand.score, box, mask)
     failed, _ = check_candidate(view, ctx.settings.filters)
+    segment = None
     if failed is None or failed.stage == CLEANING_STAGE:
         # passed the thesis 3.1 filters: its raw segment is in Fig. 3.10's "real" histogram
-        entry["ratio_before"] = car_to_frame_ratio(_crop_rgba(rgb, mask, box)[..., 3])
+        segment = _crop_rgba(rgb, mask, box)
+        entry["ratio_before"] = car_to_frame_ratio(segment[..., 3])
     if failed is not None:
         entry.update(decision="rejected", verdict=as_dict(failed))
         return entry, None
     out_id = f"{flat_key(rec.key)}_{cand.instance:02d}"
     u = stable_rng(ctx.settings.seed, rec.key, cand.instance, "split").random()
     split = OUTPUT_SPLITS[0] if u < ctx.settings.train_fraction else OUTPUT_SPLITS[1]
-    image, info = _normalise(ctx, _crop_rgba(rgb, mask, box), rec.key, cand.instance)
+    image, info = _normalise(ctx, segment, rec.key, cand.instance)
     entry.update(decision="accepted", id=out_id, split=split, **info)
     return entry, (ctx.out / split / f"{out_id}.png", _png_bytes(image))
 
