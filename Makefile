@@ -13,7 +13,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export WANDB_SILENT := true
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv demo test test-fast lint format bench clean
+.PHONY: venv demo test test-fast lint format bench clean notebook
 
 venv: $(STAMP)
 
@@ -41,6 +41,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# JupyterLab on the quickstart notebook (installs the `notebook` extra into .venv the first time)
+notebook: $(STAMP)
+	@test -x $(VENV)/bin/jupyter-lab || $(PIP) install -q -c constraints.txt -e '.[notebook]'
+	$(VENV)/bin/jupyter-lab notebooks/quickstart.ipynb
 
 bench: $(STAMP)
 	@for b in scripts/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
