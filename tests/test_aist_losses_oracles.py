@@ -17,6 +17,7 @@ import torch
 
 from occaist.models.aist.losses import (
     PROXY_THRESHOLD,
+    PooledFeatures,
     alpha_loss,
     cycle_loss,
     identity_loss,
@@ -142,3 +143,28 @@ def test_lambda_alpha_shorthand_sets_both_directions_and_separate_weights_stay_a
     assert (both.hparams.lambda_alpha_G, both.hparams.lambda_alpha_F) == (4.0, 4.0)
     apart = AISTCycleGAN(res_weights=None, **TINY, **WEIGHTS)
     assert (apart.hparams.lambda_alpha_G, apart.hparams.lambda_alpha_F) == (3.0, 5.0)
+
+
+def test_pooled_features_normalise_rgb_only_and_stay_frozen() -> None:
+    torch.manual_seed(0)
+    # a trunk whose output is known: the identity on 3 channels, so the pooled features are
+    # the per-channel means of the ImageNet-normalised [0, 1] image
+    trunk = torch.nn.Sequential(torch.nn.BatchNorm2d(3), torch.nn.Identity())
+    pooled = PooledFeatures(trunk)
+    pooled.train()
+    assert not pooled.trunk.training
+    assert not any(p.requires_grad for p in pooled.trunk.parameters())
+    image = torch.full((2, 4, 8, 8), -1.0)
+    image[0, 0] = 1.0  # red channel of image 0 at 1 -> 1.0 in [0, 1]
+    image[1, 2] = 0.0  # blue channel of image 1 at 0 -> 0.5
+    image[:, 3] = 0.7  # alpha: ignored
+    out = pooled(image)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    expected = torch.tensor(
+        [
+            [(1.0 - mean[0]) / std[0], (0 - mean[1]) / std[1], (0 - mean[2]) / std[2]],
+            [(0 - mean[0]) / std[0], (0 - mean[1]) / std[1], (0.5 - mean[2]) / std[2]],
+        ]
+    )
+    # BatchNorm2d in eval mode with fresh running statistics (mean 0, var 1) is the identity
+    torch.testing.assert_close(out, expected / (1 + 1e-5) ** 0.5)
