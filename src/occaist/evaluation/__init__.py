@@ -7,8 +7,17 @@ on every rank, gathers them on rank 0, asks the evaluator for a :class:`Report` 
 figures, a W&B table). The model itself never opens a file.
 """
 
-from occaist.evaluation.base import Evaluator, Report
-from occaist.evaluation.callback import EvaluationCallback
-from occaist.evaluation.writers import write_report, write_table
+from occaist._lazy import lazy_getattr
 
 __all__ = ["EvaluationCallback", "Evaluator", "Report", "write_report", "write_table"]
+# lazy: the writers serve torch-free code too (the preparation's workers)
+__getattr__ = lazy_getattr(
+    __name__,
+    {
+        "EvaluationCallback": "occaist.evaluation.callback",
+        "Evaluator": "occaist.evaluation.base",
+        "Report": "occaist.evaluation.base",
+        "write_report": "occaist.evaluation.writers",
+        "write_table": "occaist.evaluation.writers",
+    },
+)

@@ -1,6 +1,6 @@
 """The preparation run: list -> decode -> segment -> filter -> normalise -> commit -> aggregate.
 
-Robustness contract (issue 5):
+Robustness contract:
 
 * **Per-image commits.** All outputs of one source image (its PNGs, then its record
   ``.prep/records/<hh>/<key>.json``) are written atomically; the record is written last and is
@@ -22,7 +22,6 @@ Robustness contract (issue 5):
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -30,10 +29,9 @@ import math
 import multiprocessing as mp
 import os
 import sys
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,88 +50,26 @@ from occaist.data.rgba import (
 from occaist.prep.filters import (
     CLEANING_STAGE,
     CandidateView,
-    FilterConfig,
     as_dict,
     check_candidate,
     check_grayscale,
-    rule_names,
 )
 from occaist.prep.ratio_fit import load_or_fit, sample_ratio
+from occaist.prep.records import (
+    OUTPUT_SPLITS,
+    RUNTIME_ONLY,
+    STATE_DIR,
+    PrepSettings,
+    flat_key,
+    record_path,
+)
+from occaist.prep.report import aggregate
 from occaist.prep.segment import Candidate, Segmenter
 from occaist.utils.errors import SettingsMismatchError
-from occaist.utils.io import atomic_path, write_json_atomic, write_text_atomic
+from occaist.utils.io import atomic_path, write_json_atomic
 from occaist.utils.logging import get_logger
 
 log = get_logger(__name__)
-
-STATE_DIR = ".prep"
-OUTPUT_SPLITS = ("train", "test")
-MANIFEST_COLUMNS = [
-    "id", "split", "source_image", "source_key", "instance",
-    "box_x0", "box_y0", "box_x1", "box_y1", "score", "label", "mask_area",
-    "ratio_before", "ratio_sampled", "ratio_after", "ratio_reached",
-    "pad_top", "pad_bottom", "pad_left", "pad_right", "model_id", "true_pose",
-]  # fmt: skip
-REJECTION_COLUMNS = [
-    "source_image", "source_key", "instance", "stage", "rule", "value", "threshold",
-    "label", "score",
-]  # fmt: skip
-
-
-@dataclass
-class RatioFitSettings:
-    """Where the synthetic ratio fit comes from (thesis Fig. 3.10).
-
-    ``renders_root``: the synthetic ``shapenet_renders`` folder; ``split``: the thesis uses the
-    training set; ``max_images``: cap for quick runs; ``file``: reuse a saved ``ratio_fit.json``
-    instead (cluster nodes without the renders); ``max_draws``: redraws of a non-positive ratio.
-    """
-
-    renders_root: str | None = None
-    split: str = "train"
-    max_images: int | None = None
-    file: str | None = None
-    max_draws: int = 100
-
-
-@dataclass
-class NormalizeSettings:
-    """Output side length (the renders' 128) and the colour correction switch (thesis 4.1.1.1)."""
-
-    size: int = 128
-    color_correct: bool = True
-
-
-@dataclass
-class PrepSettings:
-    """Everything a preparation run reads from its config (``conf/prep/prep.yaml``).
-
-    ``segmenter`` is a ``_target_`` node (``conf/prep/segmenter/*.yaml``) built in each worker.
-    ``workers``, ``shard`` and ``progress`` do not change the outputs; the rest does and is
-    pinned in ``.prep/settings.json`` (a second run with different values is refused).
-    """
-
-    data_root: str = "data/stanford_cars"
-    out_dir: str = "data/prepared/real"
-    splits: list[str] = field(default_factory=lambda: ["train", "test"])
-    min_image_side: int = 32
-    max_images: int | None = None
-    seed: int = 0
-    train_fraction: float = 0.8
-    batch_size: int = 4
-    workers: int = 1
-    mp_context: str = "spawn"
-    shard: str = "0/1"
-    progress: bool = True
-    figures: bool = True
-    filters: FilterConfig = field(default_factory=FilterConfig)
-    normalize: NormalizeSettings = field(default_factory=NormalizeSettings)
-    ratio_fit: RatioFitSettings = field(default_factory=RatioFitSettings)
-    segmenter: Any = None
-
-
-#: Settings that do not influence any output byte.
-_RUNTIME_ONLY = ("out_dir", "workers", "mp_context", "shard", "progress", "max_images")
 
 Hook = Callable[[str, str], None]
 
@@ -153,18 +89,6 @@ def stable_rng(seed: int, *parts: object) -> np.random.Generator:
     """A generator determined by ``seed`` and ``parts`` only (not by order or process)."""
     digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
     return np.random.default_rng([seed, int.from_bytes(digest[:8], "little")])
-
-
-def flat_key(key: str) -> str:
-    """A file-name-safe key (``train/00001`` -> ``cars_train_00001``)."""
-    split, stem = key.split("/", 1)
-    return f"cars_{split}_{stem}".replace("/", "_")
-
-
-def record_path(out: Path, key: str) -> Path:
-    """Where the commit record of ``key`` lives (256 sub-folders keep directories small)."""
-    bucket = hashlib.sha1(key.encode()).hexdigest()[:2]
-    return out / STATE_DIR / "records" / bucket / f"{flat_key(key)}.json"
 
 
 # ---- one image ---------------------------------------------------------------------------------
@@ -356,7 +280,7 @@ def _worker_chunk(chunk: list[CarImageRecord]) -> int:
 
 def _output_settings(s: PrepSettings) -> dict[str, Any]:
     d = asdict(s)
-    for k in _RUNTIME_ONLY:
+    for k in RUNTIME_ONLY:
         d.pop(k)
     return d
 
@@ -460,8 +384,6 @@ def run_prep(settings: PrepSettings, hook: Hook | None = None) -> dict[str, Any]
             "%d images of other shards not done yet; aggregate files not written", len(missing)
         )
         return None
-    from occaist.prep.report import aggregate
-
     return aggregate(out, listing, fit, s)
 
 
@@ -497,36 +419,3 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self.enabled:
             self._bar.__exit__(*exc)
-
-
-def iter_records(out: Path, listing: Sequence[CarImageRecord]) -> Iterator[dict[str, Any]]:
-    """The committed records in listing order."""
-    for rec in listing:
-        yield json.loads(record_path(out, rec.key).read_text(encoding="utf-8"))
-
-
-def count_rules() -> Counter:
-    """A zeroed counter over every rule name (so the report lists rules that rejected nothing)."""
-    return Counter(dict.fromkeys(rule_names(), 0))
-
-
-def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
-    """A CSV with fixed columns and float formatting (stable bytes), written atomically."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _fmt(row.get(k)) for k in columns})
-    write_text_atomic(path, buf.getvalue())
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, float):
-        return f"{v:.6f}" if math.isfinite(v) else str(v)
-    if isinstance(v, (dict, list)):
-        return json.dumps(v, sort_keys=True)
-    return str(v)

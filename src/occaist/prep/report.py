@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from occaist.data.image_files import CarImageRecord
 from occaist.prep.filters import CLEANING_STAGE
-from occaist.prep.pipeline import (
+from occaist.prep.records import (
     MANIFEST_COLUMNS,
     OUTPUT_SPLITS,
     REJECTION_COLUMNS,
@@ -35,7 +36,6 @@ from occaist.prep.pipeline import (
     iter_records,
     write_csv,
 )
-from occaist.data.image_files import CarImageRecord
 from occaist.utils.io import atomic_path, write_json_atomic
 from occaist.utils.logging import get_logger
 
