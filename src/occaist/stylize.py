@@ -64,6 +64,7 @@ def load_generator(ckpt: str | os.PathLike, which: str = "G") -> tuple[ResnetGen
         hp["generator_negative_slope"],
         hp.get("generator_output", "tanh"),
         hp.get("generator_upsampling", "transposed"),
+        hp.get("generator_keep_background", False),
     )
     prefix = f"{which}."
     weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}

@@ -3,7 +3,7 @@
 ``python -m occaist.pipelines.evaluate_many SPEC.json`` with ``SPEC`` =
 ``{"ckpt": ..., "roots": {name: root}, "overrides": [...], "per_root_overrides": {name: [...]},
 "out_dir": ...}``: for every root, ``eval.yaml`` is composed with ``ckpt_path``, ``data.root`` and
-the overrides, and :func:`occaist.cli.evaluate` writes into ``<out_dir>/<name>/``. This is what
+the overrides, and :func:`occaist.tasks.evaluate` writes into ``<out_dir>/<name>/``. This is what
 ``python eval.py ... data.root=<root>`` does once per root, without paying the start-up each time.
 """
 
@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from occaist.cli import evaluate
+from occaist.tasks import evaluate
 from occaist.utils.compose import composed
 from occaist.utils.logging import get_logger
 
@@ -21,7 +21,7 @@ log = get_logger(__name__)
 
 
 def evaluate_many(spec: dict) -> None:
-    """Run :func:`occaist.cli.evaluate` for every root of ``spec`` (see module docstring)."""
+    """Run :func:`occaist.tasks.evaluate` for every root of ``spec`` (see module docstring)."""
     out_dir = Path(spec["out_dir"])
     for name, root in spec["roots"].items():
         overrides = [

@@ -1,10 +1,17 @@
-"""Table 6.2 and the cumulative mask-XOR curves (thesis Fig. 6.5) from the study's evaluations."""
+"""Table 6.2 and the cumulative mask-XOR curves (thesis Fig. 6.5) from the study's evaluations.
+
+Beside each row, the domain gap of the DPC model's *training set* (two-sample AUC against the
+real segments, colour correlation with the originals; from the study's ``domain_gap`` stage), so
+the table shows whether the sets that are closer to the real domain give better real-set pose.
+The domain-gap table and montage are copied into the report folder.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,7 +27,11 @@ COLUMNS = (
     ("acc30", "Accuracy@30", "{:.2f}"),
     ("median_deg", "Median error (deg)", "{:.2f}"),
     ("mask_xor_median", "Mask XOR (median)", "{:.3f}"),
+    ("train_set_auc", "Train set AUC vs real", "{:.3f}"),
+    ("train_set_colour", "Train set colour corr.", "{:.2f}"),
 )
+#: The domain-gap table's row name of the original renders.
+ORIGINALS_ROW = "originals (identity)"
 RUN_TITLES = {
     "baseline": "Baseline",
     "experiment_2": "Experiment 2",
@@ -34,12 +45,25 @@ DATASET_TITLES = {
 }
 
 
+def load_gap(study_dir: Path) -> dict[str, dict[str, object]]:
+    """The ``domain_gap`` stage's rows by training-set name (``original``, ``stylized_2``, ...)."""
+    path = study_dir / "domain_gap" / "domain_gap.json"
+    if not path.is_file():
+        return {}
+    rows = json.loads(path.read_text())
+    return {("original" if r["method"] == ORIGINALS_ROW else r["method"]): r for r in rows}
+
+
 def load_rows(
-    study_dir: Path, runs: Sequence[str], datasets: Sequence[str]
+    study_dir: Path, runs: Sequence[str] | Mapping[str, str], datasets: Sequence[str]
 ) -> list[dict[str, object]]:
-    """One row per (DPC run, test set) from ``eval_<run>/<set>/eval/``."""
+    """One row per (DPC run, test set) from ``eval_<run>/<set>/eval/``; when ``runs`` maps each
+    run to its training set, that set's domain gap is added to its rows."""
+    gap = load_gap(study_dir)
+    train_sets = dict(runs) if isinstance(runs, Mapping) else {}
     rows = []
     for run in runs:
+        measured = gap.get(train_sets.get(run, ""), {})
         for dataset in datasets:
             eval_dir = study_dir / f"eval_{run}" / dataset / "eval"
             summary = json.loads((eval_dir / "summary_test.json").read_text())
@@ -50,6 +74,8 @@ def load_rows(
                     "dataset": DATASET_TITLES.get(dataset, dataset),
                     **{key: summary.get(key) for key, _, _ in COLUMNS if key in summary},
                     "mask_xor_median": float(np.median(xor)) if xor.size else None,
+                    "train_set_auc": measured.get("two_sample_auc"),
+                    "train_set_colour": measured.get("colour_correlation"),
                     "models": summary.get("models"),
                 }
             )
@@ -119,8 +145,10 @@ def plot_xor_cdf(curves: Mapping[str, np.ndarray], path: Path) -> None:
 def write_report(
     study_dir: Path, out_dir: Path, runs: Mapping[str, str], datasets: Sequence[str]
 ) -> None:
-    """Write ``table_6_2.{md,csv}`` and ``mask_xor_cdf.png`` into ``out_dir``."""
-    rows = load_rows(study_dir, list(runs), datasets)
+    """Write ``table_6_2.{md,csv}``, ``mask_xor_cdf.png`` and the domain gap into ``out_dir``."""
+    rows = load_rows(study_dir, runs, datasets)
+    for path in sorted((study_dir / "domain_gap").glob("domain_gap*")):
+        shutil.copyfile(path, out_dir / path.name)
     write_text_atomic(out_dir / "table_6_2.md", table_markdown(rows))
     write_text_atomic(out_dir / "table_6_2.csv", table_csv(rows))
     curves = {

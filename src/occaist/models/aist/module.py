@@ -101,6 +101,7 @@ class AISTCycleGAN(pl.LightningModule):
         generator_output: ``tanh`` (upstream) or ``residual`` (starts as the identity; see
             :class:`~occaist.models.aist.networks.ResnetGenerator`).
         generator_upsampling: ``transposed`` (upstream) or ``resize_conv`` (no checkerboard).
+        generator_keep_background: copy the input's background to G's and F's output.
         discriminator_channels, discriminator_layers: ndf (64) and strided layers (3 = 70x70).
         lr, beta1, beta2: Adam settings of both optimisers (2e-4, 0.5, 0.999).
         lr_policy: ``constant`` (thesis) or ``linear`` (upstream; see :class:`LinearDecay`).
@@ -138,6 +139,7 @@ class AISTCycleGAN(pl.LightningModule):
         generator_negative_slope: float = 0.01,
         generator_output: str = "tanh",
         generator_upsampling: str = "transposed",
+        generator_keep_background: bool = False,
         discriminator_channels: int = 64,
         discriminator_layers: int = 3,
         lr: float = 2e-4,
@@ -185,6 +187,7 @@ class AISTCycleGAN(pl.LightningModule):
                 generator_negative_slope,
                 generator_output,
                 generator_upsampling,
+                generator_keep_background,
             )
 
         def discriminator() -> PatchDiscriminator:
