@@ -385,15 +385,17 @@ class PointCloudPoseNet(pl.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> list[dict[str, Tensor]]:
         """Shape and pose of single images ``batch["image"]`` ``(B, 3, H, W)`` (RGB on white in
         [0, 1] at the training size), one dict per image (``occaist.predict`` writes them):
-        ``points`` ``(N, 3)`` and ``pose`` ``(4,)`` (w, x, y, z) in the globally aligned frame of
-        the test metrics, ``scale`` ``()`` the occupancy scale, and ``silhouette`` ``(G, G)``, the
-        cloud rendered under its predicted pose at ``eval_sigma`` (covering the whole input).
+        ``points`` ``(N, 3)`` and the unit ``pose`` ``(4,)`` (w, x, y, z) in the globally aligned
+        frame of the test metrics, ``scale`` ``()`` the occupancy scale, and ``silhouette``
+        ``(G, G)``, the cloud rendered under its predicted pose at ``eval_sigma`` (covering the
+        whole input).
         Camera-supervised models predict no pose: ``pose`` and ``silhouette`` are left out."""
         pred = self.predict_views(batch["image"][:, None])
         points, scale = pred["points"][:, 0], pred["scale"][:, 0]  # (B, N, 3), (B,)
         out = {"points": points, "scale": scale}
         if not self.hparams.camera_supervised:
-            pose = pred["pose"][:, 0]  # (B, 4)
+            pose = pred["pose"][:, 0]  # (B, 4), not unit: the head's raw output
+            pose = pose / pose.norm(dim=-1, keepdim=True).clamp_min(1e-12)
             sigma = self.hparams.eval_sigma
             out["silhouette"] = self.render(points, pose, scale, sigma)["silhouette"]
             out["points"], out["pose"] = apply_alignment(points, pose, self.reference_rotation)
