@@ -141,7 +141,7 @@ def test_checkpoint_of_another_model_is_refused(dpc_checkpoint, inputs, tmp_path
 def test_command_line(dpc_checkpoint, inputs, tmp_path, repo_root) -> None:
     out = tmp_path / "cli"
     args = ["experiment=dpc_demo_cpu", f"ckpt_path={dpc_checkpoint}", f"input={inputs}"]
-    args += [f"output={out}", "extras.num_threads=1", "save_overlays=false"]
+    args += [f"output={out}", "extras.num_threads=1", "save_overlays=false", "num_workers=1"]
     run = subprocess.run(
         [sys.executable, str(repo_root / "predict.py"), *args],
         capture_output=True,
