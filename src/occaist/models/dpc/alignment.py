@@ -9,7 +9,8 @@ the lowest mean RMSE; the ≤ 30 rotations are averaged with Markley's method (t
 q qᵀ``, ``w ≥ 0``). The result ``q_ref`` is applied as ``P ← q_ref ⊗ P ⊗ q̄_ref`` and ``q ← q ⊗
 q̄_ref``.
 
-Here ICP runs in torch (brute-force nearest neighbours in chunks, Kabsch/Umeyama without scale);
+Here ICP runs in torch (nearest neighbours from a k-d tree on the CPU, brute force in chunks
+elsewhere; Kabsch/Umeyama without scale);
 ``max_points`` subsamples both clouds (a fixed random subset) to bound its cost, a documented
 deviation (``model.icp_num_points=null`` uses every point, as upstream).
 
@@ -56,7 +57,15 @@ __all__ = [
 def nearest_neighbours(
     source: Tensor, target: Tensor, max_elements: int = 2**24
 ) -> tuple[Tensor, Tensor]:
-    """Nearest target point of every source point: distances ``(N,)`` and indices ``(N,)``."""
+    """Nearest target point of every source point: distances ``(N,)`` and indices ``(N,)``.
+
+    On the CPU a k-d tree (scipy) answers the queries; elsewhere brute-force ``cdist`` in chunks
+    of ``max_elements`` distances. Both are exact."""
+    if source.device.type == "cpu":
+        from scipy.spatial import cKDTree
+
+        dist, idx = cKDTree(target.detach().numpy()).query(source.detach().numpy())
+        return torch.from_numpy(dist).to(source.dtype), torch.from_numpy(idx).long()
     chunk = max(1, max_elements // max(target.shape[0], 1))
     dists, idx = [], []
     for start in range(0, source.shape[0], chunk):
