@@ -189,3 +189,21 @@ def test_a_swapped_target_is_still_validated_before_building(tmp_path: Path) -> 
         pytest.raises(UserError, match=r"model\.optimizer: Key 'lrr' not in 'Adam'"),
     ):
         validate_targets(cfg)
+
+
+def test_own_experiments_from_a_config_dir(repo_root: Path, tmp_path: Path) -> None:
+    """README: experiments kept outside the package, found through ``--config-dir``."""
+    import subprocess
+    import sys
+
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "my_run.yaml").write_text(
+        "# @package _global_\ntask_name: my_run\nmodel:\n  optimizer:\n    lr: 0.123\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "train.py", "--config-dir", str(tmp_path), "experiment=my_run",
+         "--cfg", "job"],
+        cwd=repo_root, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "task_name: my_run" in result.stdout and "lr: 0.123" in result.stdout
