@@ -182,7 +182,6 @@ def test_occlusion_net(tiny_world, inputs, tmp_path, caplog) -> None:
     for det in results:
         assert len(det["keypoints"]) == 3 * 14 and set(det["keypoints"][2::3]) <= {1, 2}
         assert len(det["keypoint_visibility"]) == 14
-    pytest.importorskip("pycocotools")
     from pycocotools.coco import COCO
 
     loaded = COCO(str(out / "images.json")).loadRes(str(out / "keypoints_results.json"))
