@@ -36,7 +36,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
@@ -46,7 +45,6 @@ from occaist.evaluation.stylisation import (
     ClassifierBudget,
     StylisationEvaluator,
     log_image_panels,
-    stylisation_measures,
     to_uint8,
 )
 from occaist.models.aist.image_pool import ImagePool
@@ -54,29 +52,25 @@ from occaist.models.aist.losses import (
     ALPHA_MODES,
     PROXY_THRESHOLD,
     FeatureDistance,
-    PooledFeatures,
     alpha_loss,
     cycle_loss,
     identity_loss,
     lsgan_discriminator_loss,
     lsgan_generator_loss,
-    resnet18_trunk,
+)
+from occaist.models.aist.metrics import (
+    StylisationSamples,
+    build_fid_metrics,
+    compute_fid,
+    mask_iou,
 )
 from occaist.models.aist.networks import PatchDiscriminator, ResnetGenerator
 from occaist.models.aist.schedules import LR_POLICIES, ConstantFactor, LinearDecay, lr_factor
 from occaist.utils.logging import RankedLogger
-from occaist.utils.weights import MissingWeightsError, resolve_weights_path
 
 log = RankedLogger(__name__)
 
 __all__ = ["AISTCycleGAN", "ConstantFactor", "LinearDecay", "mask_iou"]
-
-
-def mask_iou(mask_a: Tensor, mask_b: Tensor) -> Tensor:
-    """Per-image IoU of two boolean masks (B, 1, H, W) -> (B,); 1 where both are empty."""
-    inter = (mask_a & mask_b).flatten(1).sum(1).float()
-    union = (mask_a | mask_b).flatten(1).sum(1).float()
-    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
 
 
 class AISTCycleGAN(pl.LightningModule):
@@ -204,10 +198,10 @@ class AISTCycleGAN(pl.LightningModule):
         self._frozen: dict[str, nn.Module] = {}
         if lambda_res_G > 0 or lambda_res_F > 0:
             self._frozen["feature_distance"] = FeatureDistance(res_weights)
-        self._fid: dict[str, Any] = self._build_fid_metrics(fid_weights, kid_subset_size)
+        self._fid: dict[str, Any] = build_fid_metrics(fid_weights, kid_subset_size)
         self.val_metrics = self._split_metrics()
         self.test_metrics = self._split_metrics()
-        self._measured: dict[str, list[tuple[int, int, Any, Any, Any]]] = {}
+        self._samples = StylisationSamples(measure_images)
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -221,27 +215,6 @@ class AISTCycleGAN(pl.LightningModule):
                 "cycle_error_B": MeanMetric(),
             }
         )
-
-    @staticmethod
-    def _build_fid_metrics(weights: str | None, kid_subset_size: int) -> dict[str, Any]:
-        if weights is None:
-            return {}
-        try:
-            resolve_weights_path("resnet18", weights)
-        except MissingWeightsError as err:
-            log.warning("FID/KID disabled: %s", err)
-            return {}
-        from torchmetrics.image.fid import FrechetInceptionDistance
-        from torchmetrics.image.kid import KernelInceptionDistance
-
-        features = PooledFeatures(resnet18_trunk(weights))
-        return {
-            split: {
-                "fid": FrechetInceptionDistance(feature=features, reset_real_features=True),
-                "kid": KernelInceptionDistance(feature=features, subset_size=kid_subset_size),
-            }
-            for split in ("val", "test")
-        }
 
     def _apply(self, fn: Any, recurse: bool = True) -> AISTCycleGAN:
         super()._apply(fn, recurse)
@@ -424,44 +397,17 @@ class AISTCycleGAN(pl.LightningModule):
         return {"x": x, "fake_y": fake_y, "y": y}
 
     def _fid_epoch_end(self, split: str) -> None:
-        if split not in self._fid:
-            return
-        fid, kid = self._fid[split]["fid"], self._fid[split]["kid"]
-        self.log(f"{split}/fid_resnet18", fid.compute(), sync_dist=False)
-        seen = int(sum(t.shape[0] for t in kid.fake_features)) if kid.fake_features else 0
-        if seen >= kid.subset_size:
-            kid_mean, _ = kid.compute()
-            self.log(f"{split}/kid_resnet18", kid_mean, sync_dist=False)
-        fid.reset()
-        kid.reset()
-
-    def _keep_for_measure(self, batch: dict[str, Any], out: dict[str, Tensor]) -> None:
-        """Keep (A index, B index, x, G(x), y) as uint8 until ``measure_images`` are held."""
-        kept = self._measured.setdefault("val", [])
-        if len(kept) >= self.hparams.measure_images:
-            return
-        x, fake_y, y = (to_uint8(out[k]) for k in ("x", "fake_y", "y"))
-        a_idx = batch.get("A_index", torch.arange(len(x)) + len(kept))
-        b_idx = batch.get("B_index", torch.arange(len(x)) + len(kept))
-        for i in range(min(len(x), self.hparams.measure_images - len(kept))):
-            kept.append((int(a_idx[i]), int(b_idx[i]), x[i], fake_y[i], y[i]))
+        if split in self._fid:
+            for name, value in compute_fid(self._fid[split]).items():
+                self.log(f"{split}/{name}", value, sync_dist=False)
 
     def _measure(self) -> dict[str, float]:
-        """The stylisation measures on the kept images (distinct renders, distinct segments)."""
-        kept = self._measured.pop("val", [])
-        renders = {a: (x, fake) for a, _, x, fake, _ in kept}
-        segments = {b: y for _, b, _, _, y in kept}
-        if not renders:
-            return {}
-        x, fake = (np.stack(part) for part in zip(*renders.values(), strict=True))
-        real = np.stack(list(segments.values()))
-        budget = ClassifierBudget(epochs=self.hparams.measure_epochs)
-        return stylisation_measures(x, fake, real, budget)
+        return self._samples.measure(ClassifierBudget(epochs=self.hparams.measure_epochs))
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         out = self._evaluate("val", batch, batch_idx)
         if self.hparams.measure_images > 0 and not self.trainer.sanity_checking:
-            self._keep_for_measure(batch, out)
+            self._samples.add(batch, out["x"], out["fake_y"], out["y"])
 
     def on_validation_epoch_end(self) -> None:
         self._fid_epoch_end("val")
@@ -482,11 +428,10 @@ class AISTCycleGAN(pl.LightningModule):
         datamodule.setup("validate")
         with torch.no_grad():
             for batch in datamodule.val_dataloader():
-                if len(self._measured.get("val", [])) >= self.hparams.measure_images:
+                if self._samples.full():
                     break
                 x, y = (batch[k].to(self.device) for k in ("A", "B"))
-                out = {"x": x, "fake_y": self.G(self._format(x)), "y": y}
-                self._keep_for_measure(batch, out)
+                self._samples.add(batch, x, self.G(self._format(x)), y)
         for name, value in self._measure().items():
             trainer.callback_metrics[f"val/{name}"] = torch.tensor(value)
         log.info("no validation ran: stylisation measured at the end of training")
