@@ -8,28 +8,27 @@ images on ``device`` behind a progress bar. Unreadable files are logged, counted
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import torch
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
 
 from occaist.cli import _clear_errors
-from occaist.predict.base import predictor_for
-from occaist.predict.config import check_options
-from occaist.predict.inputs import InputDataset, list_inputs
 from occaist.schemas import register_schemas
-from occaist.utils.io import write_json_atomic
 from occaist.utils.logging import get_logger
+
+if TYPE_CHECKING:
+    import torch
 
 log = get_logger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` is CUDA when available, else the CPU; anything else as ``torch.device``."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -44,7 +43,14 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
     Returns the summary also written to ``<output>/summary.json``: counts (``listed``,
     ``predicted``, ``skipped``), the unreadable files with their reason, and the result files.
     """
+    import torch
+    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
+
+    from occaist.predict.base import predictor_for
+    from occaist.predict.config import check_options
+    from occaist.predict.inputs import InputDataset, list_inputs
+    from occaist.utils.io import write_json_atomic
 
     if cfg.extras.get("num_threads"):
         torch.set_num_threads(int(cfg.extras.num_threads))
@@ -72,9 +78,9 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
                 skipped.append({"path": str(item.file.path), "reason": str(item.reason)})
                 log.warning("skipped unreadable input %s (%s)", item.file.path, item.reason)
         if good:
-            start = time.perf_counter()
+            start = perf_counter()
             results = predictor.predict(good, batch_idx)
-            elapsed = time.perf_counter() - start
+            elapsed = perf_counter() - start
             seconds += elapsed
             for item, result in zip(good, results, strict=True):
                 item.meta["time_s"] = elapsed / len(good)
