@@ -155,3 +155,73 @@ def test_metric_buckets_by_occluded_count_with_known_answers() -> None:
     assert out["occluded_2"].item() == pytest.approx(0.0)
     assert out["all_2"].item() == pytest.approx(1 / 3)
     assert math.isnan(out["occluded_3"].item())
+
+
+def test_functional_pck_on_extra_leading_dimensions() -> None:
+    # (2 images, 3 instances, K = 2): each instance's own box side sets its threshold
+    gt = torch.zeros(2, 3, 2, 2)
+    pred = gt.clone()
+    pred[..., 0, 0] = 3.0  # keypoint 0 is 3 px off everywhere
+    box = torch.zeros(2, 3, 4)
+    box[..., 2] = torch.tensor([[20.0, 40.0, 10.0], [40.0, 20.0, 50.0]])  # width
+    box[..., 3] = 25.0  # height: L = max(width, 25)
+    vis = torch.full((2, 3, 2), 2)
+    out = pck(pred, gt, vis, box, alpha=0.1)  # thresholds 2.5 / 4 / 2.5 and 4 / 2.5 / 5
+    assert out[..., 0].tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 1.0]]
+    assert out[..., 1].tolist() == [[1.0] * 3] * 2
+
+
+def test_metric_defaults_keys_and_state() -> None:
+    metric = PCK()
+    assert metric.alpha == 0.1  # the paper's PCK@0.1
+    assert 0.1 in metric.alphas
+    metric.update(*_tensors(_random_instances(3, 14, seed=5)))
+    out = metric.compute()
+    expected = {"visible", "occluded", "all"} | {
+        f"{g}_{n}" for g in ("occluded", "all") for n in range(1, 15)
+    }
+    assert set(out) == expected
+    subset = PCK(keypoints=[1, 4, 6])
+    subset.update(*_tensors(_random_instances(3, 14, seed=5)))
+    assert {k for k in subset.compute() if k.startswith("all_")} == {"all_1", "all_2", "all_3"}
+    # the buffers are not part of a checkpoint (the configuration rebuilds them)
+    assert not any(k.endswith(("_alphas", "_keypoints")) for k in metric.state_dict())
+
+
+def test_metric_states_merge_as_sums_like_ddp() -> None:
+    instances = _random_instances(30, 14, seed=9)
+    whole, left, right = (
+        PCK(keypoints=[0, 1, 2, 5]),
+        PCK(keypoints=[0, 1, 2, 5]),
+        PCK(keypoints=[0, 1, 2, 5]),
+    )
+    whole.update(*_tensors(instances))
+    left.update(*_tensors(instances[:12]))
+    right.update(*_tensors(instances[12:]))
+    left.merge_state(right)
+    merged, single = left.compute(), whole.compute()
+    assert set(merged) == set(single)
+    for key, value in single.items():
+        torch.testing.assert_close(merged[key], value, equal_nan=True)
+
+
+def test_curves_figure_plots_percentages_per_predictor(tmp_path) -> None:
+    from occaist.metrics.pck import pck_curves_figure, plot_pck_curves
+
+    curves = {"heatmap": ([0.05, 0.1], [0.25, 0.5]), "2D-KGNN": ([0.05, 0.1], [0.5, 0.75])}
+    fig = pck_curves_figure(curves, title="3/12 occluded")
+    (ax,) = fig.axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"heatmap", "2D-KGNN"}
+    assert list(lines["heatmap"].get_xdata()) == [0.05, 0.1]
+    assert list(lines["heatmap"].get_ydata()) == [25.0, 50.0]
+    assert list(lines["2D-KGNN"].get_ydata()) == [50.0, 75.0]
+    assert ax.get_title() == "3/12 occluded"
+    assert ax.get_xlabel() == "alpha" and ax.get_ylabel() == "PCK (%)"
+    assert ax.get_ylim() == (0.0, 100.0)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["heatmap", "2D-KGNN"]
+    assert pck_curves_figure(curves).axes[0].get_title() == "PCK vs alpha"
+    path = plot_pck_curves(curves, tmp_path / "sub" / "pck.png", title="t")
+    assert path == tmp_path / "sub" / "pck.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((tmp_path / "sub").iterdir()) == [path]  # no temporary file left behind

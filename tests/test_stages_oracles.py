@@ -13,17 +13,27 @@ manifest written before the outputs are checked, a stage skipped on a changed co
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
-from occaist.pipelines.stages import MANIFEST, STARTED, Stage, is_done, read_manifest, run_stage
+from occaist.pipelines.stages import (
+    MANIFEST,
+    STARTED,
+    Stage,
+    config_hash,
+    is_done,
+    read_manifest,
+    run_stage,
+)
 
 BUDGET = {
     "prep": {"image_size": 32, "workers": 1},
@@ -222,3 +232,43 @@ def test_killed_training_stage_resumes_from_last_ckpt_in_a_new_process(tmp_path:
 
     done = run(kill_after=-1)
     assert done.stdout.strip() == "skipped"
+
+
+def test_config_hash_is_sha256_of_compact_sorted_json_with_str_fallback() -> None:
+    text = '{"a":1,"b":[1,2],"p":"runs/x"}'
+    expected = hashlib.sha256(text.encode()).hexdigest()
+    assert config_hash({"p": Path("runs/x"), "b": [1, 2], "a": 1}) == expected
+
+
+def test_stage_dirs_moved_aside_get_distinct_names(tmp_path: Path) -> None:
+    def stage(value: int) -> Stage:
+        return Stage("s", {"v": value}, lambda d: (d / "o").write_text(str(value)), ["o"])
+
+    study = tmp_path / "nested" / "study"  # created on the way, parents included
+    for value in (1, 2, 1, 2):
+        assert run_stage(stage(value), study)[1]
+    h1, h2 = config_hash({"v": 1})[:10], config_hash({"v": 2})[:10]
+    names = sorted(p.name for p in (study / ".stale").iterdir())
+    assert names == sorted([f"s-{h1}", f"s-{h2}", f"s-{h1}-1"])
+    assert (study / ".stale" / f"s-{h1}-1" / "o").read_text() == "1"
+
+
+def test_a_stage_dir_without_manifest_is_moved_aside_unless_empty(tmp_path: Path) -> None:
+    stage = Stage("s", {"v": 1}, lambda d: (d / "o").write_text("new"), ["o"])
+    (tmp_path / "s").mkdir()
+    run_stage(stage, tmp_path)
+    assert not (tmp_path / ".stale").exists()  # an empty folder is simply used
+    other = tmp_path / "other"
+    (other / "t").mkdir(parents=True)
+    (other / "t" / "junk.txt").write_text("left by hand")
+    run_stage(Stage("t", {"v": 1}, lambda d: (d / "o").write_text(""), ["o"]), other)
+    assert (other / ".stale" / "t-None" / "junk.txt").read_text() == "left by hand"
+    assert not (other / "t" / "junk.txt").exists()
+
+
+def test_manifest_time_fields(tmp_path: Path) -> None:
+    stage = Stage("s", {}, lambda d: (time.sleep(0.0123), (d / "o").write_text(""))[1], ["o"])
+    manifest = read_manifest(run_stage(stage, tmp_path)[0])
+    assert 0.01 <= manifest["seconds"] < 5.0
+    assert manifest["seconds"] == round(manifest["seconds"], 2)
+    time.strptime(manifest["finished_at"], "%Y-%m-%dT%H:%M:%S%z")
