@@ -12,6 +12,8 @@ mean(|d|^2) instead of (mean |d|)^2, the proxy threshold at the wrong side of -1
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -25,6 +27,7 @@ from occaist.models.aist.losses import (
     lsgan_generator_loss,
 )
 from occaist.models.aist.module import AISTCycleGAN
+from occaist.models.aist.networks import PatchDiscriminator, ResnetGenerator
 
 SIDE = 8  # 8 x 8 images: 64 pixels
 
@@ -96,7 +99,10 @@ WEIGHTS = {
     "lambda_res_G": 0.0,
     "lambda_res_F": 0.0,
 }
-TINY = {"generator_channels": 4, "generator_blocks": 1, "discriminator_channels": 4}
+TINY = {
+    "generator": functools.partial(ResnetGenerator, base_channels=4, num_blocks=1),
+    "discriminator": functools.partial(PatchDiscriminator, base_channels=4),
+}
 
 
 @pytest.mark.parametrize("mode", ["proxy_hard", "channel"])

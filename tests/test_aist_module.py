@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -11,18 +12,18 @@ import torch
 
 from occaist.data.unpaired import UnpairedDataModule
 from occaist.models.aist.module import AISTCycleGAN, LinearDecay, mask_iou
+from occaist.models.aist.networks import PatchDiscriminator, ResnetGenerator
 from tests.test_unpaired import write_unpaired_tree
 
 TINY = {
-    "generator_channels": 4,
-    "generator_blocks": 1,
-    "discriminator_channels": 4,
+    "generator": functools.partial(ResnetGenerator, base_channels=4, num_blocks=1),
+    "discriminator": functools.partial(PatchDiscriminator, base_channels=4),
     "res_weights": None,
 }
 TINY_OVERRIDES = [
-    "model.generator_channels=4",
-    "model.generator_blocks=1",
-    "model.discriminator_channels=4",
+    "model.generator.base_channels=4",
+    "model.generator.num_blocks=1",
+    "model.discriminator.base_channels=4",
     "model.res_weights=null",
     "data.image_size=32",
     "data.num_workers=0",
@@ -283,9 +284,8 @@ def test_shorthand_weights_set_both_generators() -> None:
     model = AISTCycleGAN(
         lambda_alpha=3.0,
         lambda_res=0.5,
-        generator_channels=4,
-        generator_blocks=1,
-        discriminator_channels=4,
+        generator=TINY["generator"],
+        discriminator=TINY["discriminator"],
         res_weights=None,
     )
     hp = model.hparams
@@ -294,9 +294,8 @@ def test_shorthand_weights_set_both_generators() -> None:
     plain = AISTCycleGAN(
         lambda_alpha_G=1.0,
         lambda_alpha_F=2.0,
-        generator_channels=4,
-        generator_blocks=1,
-        discriminator_channels=4,
+        generator=TINY["generator"],
+        discriminator=TINY["discriminator"],
         res_weights=None,
     )
     assert (plain.hparams.lambda_alpha_G, plain.hparams.lambda_alpha_F) == (1.0, 2.0)

@@ -32,7 +32,7 @@ from torch import nn
 
 from occaist.data.common import SYNTHETIC_MARKER, find_synthetic_marker
 from occaist.data.unpaired import load_rgba, to_tensor
-from occaist.models.aist.networks import ResnetGenerator
+from occaist.models.aist.networks import ResnetGenerator, build_partial
 from occaist.utils.io import atomic_write, write_json_atomic
 from occaist.utils.logging import get_logger
 
@@ -43,28 +43,24 @@ RENDER_PATTERN = re.compile(r"render_\d+\.png")
 MANIFEST = "manifest.json"
 
 
-def load_generator(ckpt: str | os.PathLike, which: str = "G") -> tuple[ResnetGenerator, dict]:
+def load_generator(ckpt: str | os.PathLike, which: str = "G") -> tuple[nn.Module, dict]:
     """Rebuild generator ``G`` (synthetic -> real) or ``F`` from an AISTCycleGAN checkpoint.
 
-    Loads with ``weights_only=True`` (the module's hyperparameters are plain values).
-    Returns the generator in eval mode and the checkpoint's ``{"model": ..., "data": ...}``
-    hyperparameters.
+    Loads with ``weights_only=True``; the generator's config (``model.generator``, a partial of
+    :class:`~occaist.models.aist.networks.ResnetGenerator` stored as its config dict) comes from
+    the checkpoint's hyperparameters. Returns the generator in eval mode and the checkpoint's
+    ``{"model": ..., "data": ...}`` hyperparameters.
     """
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     hp = state.get("hyper_parameters")
-    if not hp or "generator_channels" not in hp:
-        raise ValueError(f"{ckpt} is not an AISTCycleGAN checkpoint (no generator settings)")
+    if not hp or "generator" not in hp or "alpha_mode" not in hp:
+        raise ValueError(
+            f"{ckpt} is not an AISTCycleGAN checkpoint with a composed generator "
+            "(no model.generator config in its hyperparameters)"
+        )
     channels = 4 if hp["alpha_mode"] == "channel" else 3
-    generator = ResnetGenerator(
-        channels,
-        channels,
-        hp["generator_channels"],
-        hp["generator_blocks"],
-        hp["generator_activation"],
-        hp["generator_negative_slope"],
-        hp.get("generator_output", "tanh"),
-        hp.get("generator_upsampling", "transposed"),
-        hp.get("generator_keep_background", False),
+    generator = build_partial(hp["generator"], ResnetGenerator)(
+        in_channels=channels, out_channels=channels
     )
     prefix = f"{which}."
     weights = {k[len(prefix) :]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}

@@ -11,17 +11,19 @@ Two ResNet generators, G: X (synthetic renders) -> Y (real segments) and F: Y ->
 
 Deviations from upstream/thesis, each a switch: ``alpha_mode`` (``proxy_soft`` default,
 ``proxy_hard`` thesis as written, ``channel`` true RGBA; see :mod:`.losses`),
-``generator_activation`` (``leaky_relu`` 0.01 thesis, ``relu`` upstream), ``lr_policy``
+``model.generator.activation`` (``leaky_relu`` 0.01 thesis, ``relu`` upstream), ``lr_policy``
 (``constant`` thesis, ``linear`` upstream's decay).
 
 Unlike upstream, a checkpoint holds both optimisers, both schedulers and both image pools, so
 resuming (``ckpt_path=...``) continues the same run (bit-for-bit on CPU with a fixed seed). The
-hyperparameters are plain numbers and strings (no partial objects) so checkpoints load with
-``torch.load(weights_only=True)``, and :func:`occaist.stylize.load_generator` can rebuild G from
-a checkpoint alone.
+generators and discriminators are composed in config (``model.generator`` /
+``model.discriminator``, partials of the network classes); a checkpoint stores them as their
+config dicts (:meth:`AISTCycleGAN.on_save_checkpoint`), so it loads with
+``torch.load(weights_only=True)`` and :func:`occaist.stylize.load_generator` rebuilds G from the
+checkpoint alone.
 
-Generator switches for short budgets (``generator_output=residual`` starts G and F as the
-identity, ``generator_upsampling=resize_conv`` avoids the checkerboard; see
+Generator switches for short budgets (``model.generator.output=residual`` starts G and F as the
+identity, ``model.generator.upsampling=resize_conv`` avoids the checkerboard; see
 :mod:`.networks` and docs/aist.md). Validation logs the stylisation measures of
 :mod:`occaist.evaluation.stylisation` (two-sample AUC against the real segments, colour
 correlation, alpha IoU and their ``stylisation_score``, the sweeps' objective); a run that ends
@@ -34,6 +36,7 @@ Inference: :meth:`AISTCycleGAN.stylize` (or ``forward``) applies G to images in 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytorch_lightning as pl
@@ -64,8 +67,9 @@ from occaist.models.aist.metrics import (
     compute_fid,
     mask_iou,
 )
-from occaist.models.aist.networks import PatchDiscriminator, ResnetGenerator
+from occaist.models.aist.networks import PatchDiscriminator, ResnetGenerator, build_partial
 from occaist.models.aist.schedules import LR_POLICIES, ConstantFactor, LinearDecay, lr_factor
+from occaist.utils.checkpoint import plain
 from occaist.utils.logging import RankedLogger
 
 log = RankedLogger(__name__)
@@ -90,13 +94,12 @@ class AISTCycleGAN(pl.LightningModule):
         alpha_temperature: temperature T of ``proxy_soft``.
         res_weights: ResNet-18 ImageNet weights for Phi: ``"default"`` (torchvision's cache),
             a file, or ``None`` (random Phi, tests only). Unused when both lambda_res are 0.
-        generator_channels, generator_blocks: ngf (64) and residual blocks (9).
-        generator_activation, generator_negative_slope: ``leaky_relu`` 0.01 (thesis) or ``relu``.
-        generator_output: ``tanh`` (upstream) or ``residual`` (starts as the identity; see
-            :class:`~occaist.models.aist.networks.ResnetGenerator`).
-        generator_upsampling: ``transposed`` (upstream) or ``resize_conv`` (no checkerboard).
-        generator_keep_background: copy the input's background to G's and F's output.
-        discriminator_channels, discriminator_layers: ndf (64) and strided layers (3 = 70x70).
+        generator: builds G and F, called as ``generator(in_channels=C, out_channels=C)``: a
+            partial of :class:`~occaist.models.aist.networks.ResnetGenerator` (config
+            ``_partial_: true``, the architecture's switches as its keywords), or that partial's
+            config dict (as stored in a checkpoint). Default: the published ResNet generator.
+        discriminator: builds D_Y and D_X as ``discriminator(in_channels=C)``; a partial of
+            :class:`~occaist.models.aist.networks.PatchDiscriminator` or its config dict.
         lr, beta1, beta2: Adam settings of both optimisers (2e-4, 0.5, 0.999).
         lr_policy: ``constant`` (thesis) or ``linear`` (upstream; see :class:`LinearDecay`).
         n_epochs, n_epochs_decay: the ``linear`` policy's epochs at full rate and of decay.
@@ -127,15 +130,8 @@ class AISTCycleGAN(pl.LightningModule):
         alpha_mode: str = "proxy_soft",
         alpha_temperature: float = 0.1,
         res_weights: str | None = "default",
-        generator_channels: int = 64,
-        generator_blocks: int = 9,
-        generator_activation: str = "leaky_relu",
-        generator_negative_slope: float = 0.01,
-        generator_output: str = "tanh",
-        generator_upsampling: str = "transposed",
-        generator_keep_background: bool = False,
-        discriminator_channels: int = 64,
-        discriminator_layers: int = 3,
+        generator: Callable[..., nn.Module] | Mapping[str, Any] | None = None,
+        discriminator: Callable[..., nn.Module] | Mapping[str, Any] | None = None,
         lr: float = 2e-4,
         beta1: float = 0.5,
         beta2: float = 0.999,
@@ -171,26 +167,14 @@ class AISTCycleGAN(pl.LightningModule):
         self.automatic_optimization = False
         channels = 4 if alpha_mode == "channel" else 3  # RGBA networks only for true alpha
 
-        def generator() -> ResnetGenerator:
-            return ResnetGenerator(
-                channels,
-                channels,
-                generator_channels,
-                generator_blocks,
-                generator_activation,
-                generator_negative_slope,
-                generator_output,
-                generator_upsampling,
-                generator_keep_background,
-            )
-
-        def discriminator() -> PatchDiscriminator:
-            return PatchDiscriminator(channels, discriminator_channels, discriminator_layers)
-
-        self.G = generator()  # X (synthetic) -> Y (real)
-        self.F = generator()  # Y (real) -> X (synthetic)
-        self.D_Y = discriminator()  # real vs G(x)
-        self.D_X = discriminator()  # synthetic vs F(y)
+        make_g, make_d = (
+            build_partial(generator, ResnetGenerator),
+            build_partial(discriminator, PatchDiscriminator),
+        )
+        self.G = make_g(in_channels=channels, out_channels=channels)  # X (synthetic) -> Y (real)
+        self.F = make_g(in_channels=channels, out_channels=channels)  # Y (real) -> X (synthetic)
+        self.D_Y = make_d(in_channels=channels)  # real vs G(x)
+        self.D_X = make_d(in_channels=channels)  # synthetic vs F(y)
         self.pool_fake_y = ImagePool(pool_size, seed=pool_seed)
         self.pool_fake_x = ImagePool(pool_size, seed=pool_seed + 1)
         # Frozen feature networks are kept out of the state dict (checkpoints hold only what is
@@ -467,7 +451,10 @@ class AISTCycleGAN(pl.LightningModule):
 
     # ----------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Add both image pools (images and RNG states) to the checkpoint."""
+        """Add both image pools (images and RNG states) to the checkpoint; store the network
+        partials as their config dicts (plain values for ``weights_only`` loading)."""
+        if "hyper_parameters" in checkpoint:
+            checkpoint["hyper_parameters"] = plain(checkpoint["hyper_parameters"])
         checkpoint["image_pools"] = {
             "fake_y": self.pool_fake_y.state_dict(),
             "fake_x": self.pool_fake_x.state_dict(),

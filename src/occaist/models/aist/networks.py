@@ -28,6 +28,10 @@ Pure torch: no Lightning, no Hydra.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -238,6 +242,22 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
+
+
+def build_partial(spec: Any, default: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """A network builder from a partial (Hydra ``_partial_: true``), its config dict (as a
+    checkpoint stores it: ``{"_target_": ..., "_partial_": True, **keywords}``) or ``None``
+    (``default`` with its defaults). Only classes of this module are accepted by name."""
+    if spec is None:
+        return default
+    if callable(spec):
+        return spec
+    keywords = {k: v for k, v in dict(spec).items() if k not in ("_target_", "_partial_")}
+    target = str(spec.get("_target_", ""))
+    classes = {f"{__name__}.{c.__name__}": c for c in (ResnetGenerator, PatchDiscriminator)}
+    if target not in classes:
+        raise ValueError(f"unknown network {target!r}; expected one of {sorted(classes)}")
+    return functools.partial(classes[target], **keywords)
 
 
 def count_parameters(net: nn.Module) -> int:
