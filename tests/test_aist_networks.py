@@ -68,3 +68,33 @@ def test_init_is_normal_002_with_zero_bias():
 def test_instance_norm_is_not_affine():
     norms = [m for m in ResnetGenerator().modules() if isinstance(m, nn.InstanceNorm2d)]
     assert norms and all(not m.affine and not m.track_running_stats for m in norms)
+
+
+def test_short_budget_switches_and_partial_from_config():
+    """``residual`` starts as the identity, ``keep_background`` copies the background exactly,
+    ``resize_conv`` keeps shapes, and a stored config dict rebuilds the same network."""
+    from occaist.models.aist.networks import build_partial
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    x[:, :, :4] = -1.0  # background rows
+    spec = {
+        "_target_": "occaist.models.aist.networks.ResnetGenerator",
+        "_partial_": True,
+        "base_channels": 4,
+        "num_blocks": 1,
+        "output": "residual",
+        "upsampling": "resize_conv",
+        "keep_background": True,
+    }
+    gen = build_partial(spec, ResnetGenerator)(in_channels=3, out_channels=3)
+    assert (gen(x) - x).abs().max() < 2e-3
+    with torch.no_grad():  # move away from the identity: the background still stays exactly
+        for p in gen.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    out = gen(x)
+    assert torch.equal(out[:, :, :4], x[:, :, :4])
+    assert (out[:, :, 4:] - x[:, :, 4:]).abs().max() > 0.05
+    with pytest.raises(ValueError, match="unknown network"):
+        build_partial({"_target_": "os.system"}, ResnetGenerator)
+    assert build_partial(None, PatchDiscriminator) is PatchDiscriminator
