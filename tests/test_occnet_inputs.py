@@ -92,3 +92,30 @@ def test_evaluator_rows_baselines_and_coco_ap() -> None:
     assert report.tables["occnet_noise"][0]["2D-KGNN"] == 100.0
     assert {"pck_curves", "pck_curves_occ1"} <= set(report.figures)
     assert len(report.samples["occnet_samples"]) == 12
+
+
+def test_heatmap_script_targets_and_shapes(repo_root) -> None:
+    """scripts/occnet_heatmaps.py: a keypoint's target is the cell holding it in the ROI (the
+    inverse of heatmaps_to_graph's cell centre), outside or unlabelled ones are ignored."""
+    import importlib.util
+
+    from occaist.models.occlusion_net.kgnn import heatmaps_to_graph
+
+    spec = importlib.util.spec_from_file_location(
+        "occnet_heatmaps", repo_root / "scripts" / "occnet_heatmaps.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rois = torch.tensor([[10.0, 20.0, 42.0, 36.0]])  # 32 x 16 px, 8 x 8 cells
+    kps = torch.zeros(1, 14, 3)
+    kps[0, 0] = torch.tensor([10.5, 20.5, 2.0])  # first cell
+    kps[0, 1] = torch.tensor([41.9, 35.9, 1.0])  # last cell, occluded: still a target ("all")
+    kps[0, 2] = torch.tensor([50.0, 30.0, 2.0])  # outside the ROI
+    kps[0, 3] = torch.tensor([20.0, 30.0, 0.0])  # unlabelled
+    target = script._targets(kps, rois, 8)
+    assert target[0, :4].tolist() == [0, 63, -1, -1]
+    logits = torch.full((1, 14, 8, 8), -9.0)
+    logits.view(1, 14, -1)[0, 1, 63] = 9.0
+    centre = roi_to_image(heatmaps_to_graph(logits, use_type=False)[:, 1:2, :2], rois)
+    assert (centre - kps[:, 1:2, :2]).abs().max() < 2.1  # within half a cell (4 x 2 px)
+    assert script.HeatmapNet(width=8)(torch.rand(2, 3, 32, 32)).shape == (2, 14, 16, 16)
