@@ -14,10 +14,10 @@ The report holds, for PCK@alpha on visible / occluded / all evaluated keypoints 
 occluded keypoints (the paper's protocol), the model's rows beside two baselines computed here
 from the same inputs: the input heatmap keypoints themselves and the least-squares fit of the
 shape basis and a weak-perspective camera to them (``occaist.geometry.shape_fit``, weighted by
-the input confidences). COCO keypoint AP (pycocotools, 14 car OKS sigmas,
-``occaist.metrics.oks``) is a column of the same table. Files: ``occnet_eval`` (table),
-``occnet_noise`` (noise study), ``pck_curves`` and ``pck_curves_occ<n>`` (figures),
-``occnet_samples`` (per instance).
+the input confidences, Cauchy-reweighted against gross errors). COCO keypoint AP (pycocotools,
+14 car OKS sigmas, ``occaist.metrics.oks``) is a column of the same table. Files:
+``occnet_eval`` (table), ``occnet_noise`` (noise study), ``pck_curves`` and
+``pck_curves_occ<n>`` (figures), ``occnet_samples`` (per instance).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch
 
 from occaist.data.keypoints import OCCLUDED, VISIBLE
 from occaist.evaluation.base import Evaluator, Report
-from occaist.geometry.shape_fit import fit_shape_basis
+from occaist.geometry.shape_fit import robust_fit_shape_basis
 from occaist.metrics.oks import CAR_OKS_SIGMAS, coco_keypoint_ap
 from occaist.metrics.pck import PCK, pck_curves_figure
 
@@ -117,13 +117,18 @@ class KeypointEvaluator(Evaluator):
         self.oks_sigmas = tuple(oks_sigmas)
         self.visibility_threshold = visibility_threshold
 
-    def least_squares_fit(self, points: np.ndarray, confidence: np.ndarray) -> np.ndarray:
-        """The baseline: the shape basis fitted to the input points weighted by confidence."""
+    def least_squares_fit(
+        self, points: np.ndarray, confidence: np.ndarray, rois: np.ndarray
+    ) -> np.ndarray:
+        """The baseline: the shape basis fitted to the input points, weighted by confidence,
+        robust to gross errors (Cauchy IRLS at 3 % of the ROI's larger side)."""
         mean, basis, sigma = (np.asarray(a, dtype=np.float64) for a in self.shape_basis)
         weights = np.clip(confidence, 0.0, None) + 1e-6
-        fit = fit_shape_basis(
-            points, weights, mean, basis, sigma, self.fit_iterations, self.fit_ridge
-        )
+        size = (rois[:, 2:] - rois[:, :2]).max(1)
+        fit = robust_fit_shape_basis(
+            points, weights, mean, basis, sigma, size,
+            iterations=self.fit_iterations, ridge=self.fit_ridge,
+        )  # fmt: skip
         return fit["projection"]
 
     def _pck(self, pred: np.ndarray, gt: np.ndarray, boxes: np.ndarray) -> PCK:
@@ -171,9 +176,10 @@ class KeypointEvaluator(Evaluator):
         }
         if self.shape_basis is not None and "heatmap" in preds:
             conf = np.asarray([r["confidence"] for r in records], dtype=np.float64)
+            rois = np.asarray([r.get("roi", r["box"]) for r in records], dtype=np.float64)
             preds = {
                 "heatmap": preds["heatmap"],
-                "lsq_fit": self.least_squares_fit(preds["heatmap"], conf),
+                "lsq_fit": self.least_squares_fit(preds["heatmap"], conf, rois),
                 **{k: v for k, v in preds.items() if k != "heatmap"},
             }
         metrics = {key: self._pck(pred, gt, boxes) for key, pred in preds.items()}
