@@ -190,7 +190,7 @@ class OcclusionNet(GraphHeadModule):
         keypoints: list[int] = EVALUATED_KEYPOINTS,
         eval_box_jitter: list[float] = (0.05, 0.1),
         noise_sigmas: list[float] = (0.0, 0.025, 0.05, 0.1),
-        confidence_peak: float = 0.05,
+        confidence_peak: float = 0.9,
         confidence_width: float = 0.05,
         graph_head_checkpoint: str | None = None,
     ) -> None:
@@ -319,7 +319,7 @@ class OcclusionGraphNet(GraphHeadModule):
         sigma_visible: float = 0.02,
         sigma_occluded: float = 0.08,
         swap_prob: float = 0.05,
-        confidence_peak: float = 0.05,
+        confidence_peak: float = 0.9,
         confidence_width: float = 0.05,
         box_jitter: list[float] = (0.05, 0.1),
         loss_weights: dict[str, Any] | None = None,

@@ -9,8 +9,10 @@ Reproduces the failure modes of a heatmap detector without leaking the answer:
   added noise to occluded nodes only, in box units, i.e. anisotropic in pixels);
 * **left/right swaps**: each left/right pair exchanges positions with probability
   ``swap_prob`` (the commonest heatmap error on cars);
-* **confidences on the detector's scale**: the softmax peak of a 56x56 heatmap is
-  ``confidence_peak`` for a point on its mode and decays with the point's actual displacement
+* **confidences on the detector's scale**: the softmax peak of a trained heatmap is about
+  ``confidence_peak`` for a point on its mode (the demo world's heatmap network of
+  ``scripts/occnet_heatmaps.py``: median 0.36, 90th percentile 0.88; an untrained 56x56 one
+  about 1/3136) and decays with the point's actual displacement
   (``exp(-(d / L)^2 / (2 w^2))``, ``w = confidence_width``) times a uniform factor in [0.5, 1]:
   it reflects localisation error, not the visibility label (upstream's recipe drew visible and
   occluded confidences from disjoint ranges, which makes visibility readable from c alone).
@@ -56,7 +58,7 @@ def detector_like_graph(
     sigma_visible: float,
     sigma_occluded: float,
     swap_prob: float = 0.0,
-    confidence_peak: float = 0.05,
+    confidence_peak: float = 0.9,
     confidence_width: float = 0.05,
     generator: torch.Generator | None = None,
     flip_permutation: Sequence[int] = FLIP_PERMUTATION,
