@@ -74,7 +74,8 @@ class PointCloudPoseNet(pl.LightningModule):
     loss for non-winning candidates), ``align_consensus_deg`` (average only the largest group of
     agreeing ICP rotations; None: upstream's plain average), ``test_icp_num_points`` (ICP points
     of the re-estimation before testing; None: all), ``eval_candidate_wins`` and
-    ``template_models`` (diagnostics and a baseline of the evaluation).
+    ``template_models`` (diagnostics and a baseline of the evaluation). ``eval_output_dir`` is
+    ignored (the evaluation callback writes the files); it lets older checkpoints load.
     """
 
     def __init__(
@@ -114,6 +115,7 @@ class PointCloudPoseNet(pl.LightningModule):
         render_chunk_size: int | None = 16,
         realign_on_test: bool = False,
         rgb_loss_weight: float = 0.0,
+        eval_output_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["net"])
@@ -199,8 +201,7 @@ class PointCloudPoseNet(pl.LightningModule):
             out["candidates"] = pose["candidates"].view(b, v, -1, 4)
         return out
 
-    def forward(self, images: Tensor) -> dict[str, Tensor]:
-        """Alias of :meth:`predict_views` (aligned outputs are produced by the eval loops)."""
+    def forward(self, images: Tensor) -> dict[str, Tensor]:  # raw (unaligned) predictions
         return self.predict_views(images)
 
     def training_step(self, batch: dict[str, Any] | None, batch_idx: int) -> Tensor | None:
@@ -281,11 +282,8 @@ class PointCloudPoseNet(pl.LightningModule):
         optimizer = self.hparams.optimizer(params=self.parameters())
         if self.hparams.scheduler is None:
             return {"optimizer": optimizer}
-        scheduler = self.hparams.scheduler(optimizer=optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
-        }
+        scheduler = {"scheduler": self.hparams.scheduler(optimizer=optimizer), "interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def _aligned_predictions(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         pred = self.predict_views(batch["image"])
