@@ -86,10 +86,10 @@ def test_report_tables_average_seeds(tmp_path: Path) -> None:
             _fake_eval(tmp_path, run, seed, base + delta)
     tables = study_tables(tmp_path, ["none", "dr", "dr_pl"], [1, 2])
     rows = {r["training data"]: r for r in tables["sim_to_real"]}
-    assert set(rows) == {"none", "dr", "baseline: mean training pose (plain)"}
+    assert set(rows) == {"none", "dr", "baseline: mean training pose (none)"}
     assert rows["dr"]["all ADD"] == 45.0 and rows["dr"]["cone (symmetric) ADD-S"] == 50.0
     assert rows["dr"]["per seed (all ADD)"] == "40.0 / 50.0"
-    assert rows["baseline: mean training pose (plain)"]["box ADD"] == 1.0
+    assert rows["baseline: mean training pose (none)"]["box ADD"] == 1.0
     assert [r["training data"] for r in tables["projection_loss"]] == ["none", "dr", "dr_pl"]
 
 

@@ -250,7 +250,7 @@ def study_tables(study_dir: Path, runs: list[str], seeds: list[int]) -> dict[str
     sim_to_real = [row(run, "model", run) for run in runs if not run.endswith("_pl")]
     if runs:
         sim_to_real.append(
-            row("baseline: mean training pose (plain)", "mean training pose", runs[0])
+            row(f"baseline: mean training pose ({runs[0]})", "mean training pose", runs[0])
         )
     projection = [
         row(run, "model", run) for run in runs if run in ("dr", "dr_pl", "none", "none_pl")
