@@ -299,3 +299,19 @@ def test_shorthand_weights_set_both_generators() -> None:
         res_weights=None,
     )
     assert (plain.hparams.lambda_alpha_G, plain.hparams.lambda_alpha_F) == (1.0, 2.0)
+
+
+def test_stylisation_measured_at_validation_and_when_no_validation_ran(tree) -> None:
+    """The sweep objective exists whether or not a validation ran; it is in [0, 1]."""
+    measured = {"measure_images": 8, "measure_epochs": 2}
+    model = AISTCycleGAN(**TINY, **measured)
+    trainer = _trainer(1, batches=1, val_batches=2)
+    trainer.fit(model, _datamodule(tree))
+    keys = ("two_sample_auc", "colour_correlation", "alpha_iou", "stylisation_score")
+    assert {f"val/{k}" for k in keys} <= set(trainer.callback_metrics)
+
+    model = AISTCycleGAN(**TINY, **measured)
+    trainer = _trainer(1, batches=1, val_batches=0)  # no validation at all
+    trainer.fit(model, _datamodule(tree))
+    score = float(trainer.callback_metrics["val/stylisation_score"])
+    assert 0.0 <= score <= 1.0
