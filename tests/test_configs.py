@@ -207,3 +207,19 @@ def test_own_experiments_from_a_config_dir(repo_root: Path, tmp_path: Path) -> N
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "task_name: my_run" in result.stdout and "lr: 0.123" in result.stdout
+
+
+def test_optimizer_swap_on_the_train_py_command_line(repo_root: Path) -> None:
+    """The swap through ``@hydra.main`` too (its search path names ``pkg://occaist/conf``)."""
+    import subprocess
+    import sys
+
+    sgd = "model.optimizer={_target_: torch.optim.SGD, _partial_: true, lr: 0.01, momentum: 0.9}"
+    result = subprocess.run(
+        [sys.executable, "train.py", "--cfg", "job", "experiment=dpc_baseline", sgd],
+        cwd=repo_root, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    optimizer = result.stdout.split("optimizer:", 1)[1].split("scheduler:", 1)[0]
+    assert "torch.optim.SGD" in optimizer and "momentum: 0.9" in optimizer
+    assert "betas" not in optimizer

@@ -43,8 +43,10 @@ def _uses_occaist_conf(search_path: ConfigSearchPath) -> bool:
         return False
     for element in search_path.get_path():
         path = element.path or ""
-        if path.startswith("pkg://occaist.conf"):
-            return True
+        if path.startswith("pkg://"):  # pkg://occaist.conf (compose API) or pkg://occaist/conf
+            if path[len("pkg://") :].replace("/", ".").startswith("occaist.conf"):
+                return True
+            continue
         if path.startswith("file://"):
             path = path[len("file://") :]
         try:
@@ -98,6 +100,21 @@ def _install_target_swap() -> None:
     ConfigLoaderImpl._apply_overrides_to_config = staticmethod(apply)
 
 
+def _share_config_store_on_deepcopy() -> None:
+    """Let ``copy.deepcopy`` return the ConfigStore singleton itself.
+
+    Hydra deep-copies its config repository for every caching repository it creates (once per
+    config group when it prints ``--help``), and the structured-config source holds the whole
+    ConfigStore: with occaist's ~40 typed schemas that was seconds of copying per command. The
+    store is a process-wide singleton that Hydra never mutates through a copy (``load`` already
+    returns a deep copy of the node it reads), so sharing it is safe.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    if "__deepcopy__" not in ConfigStore.__dict__:
+        ConfigStore.__deepcopy__ = lambda self, memo: self  # type: ignore[attr-defined]
+
+
 class OccaistSchemasSearchPathPlugin(SearchPathPlugin):
     """Adds nothing to the search path; registers occaist's schemas when its tree is used."""
 
@@ -107,3 +124,4 @@ class OccaistSchemasSearchPathPlugin(SearchPathPlugin):
 
             register_schemas()
             _install_target_swap()
+            _share_config_store_on_deepcopy()
