@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from occaist.geometry.shape_basis import ShapeBasis, mirror_keypoints
 from occaist.data.keypoints import FLIP_PERMUTATION, LATERAL_AXIS
+from occaist.geometry.shape_basis import ShapeBasis, mirror_keypoints
 
 
 def _symmetric_template(rng: np.random.Generator) -> np.ndarray:

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from occaist.data.keypoints import FLIP_PERMUTATION, KEYPOINT_NAMES, LATERAL_AXIS
 from occaist.geometry.camera import look_at
 from occaist.geometry.shape_basis import ShapeBasis, mirror_keypoints
 from occaist.synth.cars import BODY_TYPES, build_car, model_id, sample_car_params
-from occaist.data.keypoints import FLIP_PERMUTATION, KEYPOINT_NAMES, LATERAL_AXIS
 from occaist.synth.raster import visible_points
 
 CARS = [build_car(sample_car_params(np.random.default_rng([7, i]))) for i in range(40)]

@@ -13,6 +13,7 @@ from PIL import Image
 from scipy import ndimage
 
 from occaist.data import coco_rle
+from occaist.data.keypoints import FLIP_PERMUTATION, LATERAL_AXIS
 from occaist.geometry.camera import (
     blender_extrinsic_from_quaternion,
     camera_from_blender,
@@ -24,7 +25,6 @@ from occaist.geometry.camera import (
 from occaist.geometry.quaternion import quaternion_to_rotation_matrix
 from occaist.geometry.shape_basis import ShapeBasis, mirror_keypoints
 from occaist.synth.context import WorldContext
-from occaist.data.keypoints import FLIP_PERMUTATION, LATERAL_AXIS
 from occaist.synth.presets import load_preset
 from occaist.synth.writers import carfusion
 

@@ -48,8 +48,11 @@ CREATE_RENDERS = (
     "eldar/differentiable-point-clouds) and pass data.renders_root=<their root>"
 )
 CREATE_REAL = (
-    "python -m occaist.prep data_root=<Stanford Cars root> out_dir={prepared}  (see docs/prep.md; "
-    "for the synthetic world: python -m occaist.prep data_dir=<world root> out_dir={prepared})"
+    "python -m occaist.prep data_root=<Stanford Cars root> ratio_fit.renders_root=<renders root> "
+    "out_dir={prepared}  (see docs/prep.md; for a synthetic world made with "
+    "`python -m occaist.synth --root WORLD`: python -m occaist.prep data_root=WORLD/stanford_cars "
+    "ratio_fit.renders_root=WORLD/shapenet_renders out_dir={prepared}; after `make demo`, "
+    "`python -m occaist.prep` with no argument prepares data/world into data/prepared/real)"
 )
 
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from occaist.data.keypoints import FLIP_PERMUTATION, LATERAL_AXIS
 from occaist.geometry.camera import (
     blender_extrinsic_from_quaternion,
     campos_from_azimuth_elevation,
     dpc_pinhole,
     quaternion_from_campos,
 )
-from occaist.data.keypoints import FLIP_PERMUTATION, LATERAL_AXIS
 from occaist.geometry.shape_basis import ShapeBasis
 from occaist.synth.context import (
     STREAM_PAINT,
