@@ -87,3 +87,15 @@ def test_subsample_keeps_features_with_their_points() -> None:
     kept = subsample_points(torch.cat((points, 2 * points), -1), 0.3)
     assert kept.shape == (3, 15, 6)
     torch.testing.assert_close(kept[..., 3:], 2 * kept[..., :3])
+
+
+def test_loser_share_adds_the_mean_of_the_other_candidates_and_their_gradient() -> None:
+    masks = torch.zeros(1, 2, 2)
+    sil = torch.tensor([[[[1.0, 0, 0, 0]], [[1.0, 1, 0, 0]], [[1.0, 1, 1, 0]]]]).view(1, 3, 2, 2)
+    sil.requires_grad_()
+    # squared errors per candidate: 1, 2, 3 -> winner 0; others' mean (2 + 3) / 2 = 2.5
+    loss, winner, _ = min_projection_loss(sil, masks, others_weight=0.2)
+    assert int(winner) == 0
+    assert float(loss) == pytest.approx(0.5 * 1 + 0.2 * 0.5 * 2.5)
+    loss.backward()
+    assert (sil.grad[0, 1:].abs().sum(dim=(-1, -2)) > 0).all()  # the losers learn a little
