@@ -41,10 +41,11 @@ def _tiny_aist_checkpoint(path: Path) -> Path:
     from occaist.models.aist.networks import ResnetGenerator
 
     torch.manual_seed(0)
-    hp = {"generator_channels": 4, "generator_blocks": 1, "generator_activation": "relu",
-          "generator_negative_slope": 0.0, "alpha_mode": "proxy_soft"}  # fmt: skip
-    g = ResnetGenerator(3, 3, 4, 1, "relu", 0.0)
+    spec = {"_target_": "occaist.models.aist.networks.ResnetGenerator", "_partial_": True,
+            "base_channels": 4, "num_blocks": 1, "activation": "relu"}  # fmt: skip
+    g = ResnetGenerator(3, 3, base_channels=4, num_blocks=1, activation="relu")
     state = {f"G.{k}": v for k, v in g.state_dict().items()}
+    hp = {"alpha_mode": "proxy_soft", "generator": spec}
     torch.save({"hyper_parameters": hp, "state_dict": state,
                 "datamodule_hyper_parameters": {"image_size": 32}}, path)  # fmt: skip
     return path
