@@ -57,6 +57,9 @@ KNOWN_WRONG = {
     "python predict.py experiment=pose_dr ckpt_path=<pose.ckpt> data.root=data/world/bop/occaist "
     "input=data/world/bop/occaist/test/000000/rgb output=predictions/pose": "docs/predict.md: "
     "the BOP test scenes are numbered from 000001",
+    "python scripts/carfusion_to_coco.py --root data/world/carfusion "
+    "--out data/world/carfusion/annotations": "docs/occlusion_net.md: the script's default "
+    "sequences are real CarFusion's (craig, morewood, penn2...), absent from the synthetic world",
 }
 
 #: Python blocks that need a trained checkpoint or predictions: doc name -> reason.
@@ -211,8 +214,18 @@ def test_documented_commands_run_on_the_tiny_world(commands: list[Command], sand
         _run(command, sandbox)
 
 
+#: Substituted synth commands on ``data/world`` already run in this process: the sandbox holds
+#: that very world already, so a second identical run would only repeat the first.
+_SYNTH_DONE: set[str] = set()
+
+
 def _run(command: Command, sandbox: Path) -> None:
     argv = _substitute(command.argv, sandbox)
+    key = " ".join(argv)
+    if argv[2:3] == ["occaist.synth"] and "data/world" in argv:
+        if key in _SYNTH_DONE:
+            return
+        _SYNTH_DONE.add(key)
     argv[0] = sys.executable
     if argv[1].endswith(".py"):
         argv[1] = str(REPO / argv[1])
