@@ -1,4 +1,4 @@
-"""The 14 CarFusion / Occlusion-Net vehicle keypoints: names, order, visibility codes, flip, skeleton.
+"""The 14 CarFusion / Occlusion-Net vehicle keypoints: names, order, visibility, flip, skeleton.
 
 The schema of the CarFusion format, so it lives with the format's reader; the synthetic world
 writes the same schema by importing it from here.
