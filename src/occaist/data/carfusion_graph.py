@@ -4,7 +4,7 @@ Each item is one car instance: ``index``, ``keypoints`` (K, 3) in pixels with CO
 its hull box ``box`` (4,) xyxy (see :mod:`occaist.data.carfusion`). The detector-like input is
 made by the graph module (``occaist.models.occlusion_net.module.OcclusionGraphNet``), fresh at
 every step, unless ``heatmap_graphs`` names a file of a trained heatmap network's graphs
-(``scripts/bench_occnet.py``): then items also carry its ``nodes`` (K, 3) ``(x, y, c)`` in the
+(``scripts/occnet_heatmaps.py``): then items also carry its ``nodes`` (K, 3) ``(x, y, c)`` in the
 ROI frame of ``roi`` (4,). Left/right mirroring (``flip_prob``, ground-truth items only)
 mirrors x inside the box and swaps left/right keypoints.
 """
@@ -68,8 +68,10 @@ class CarFusionGraphDataModule(pl.LightningDataModule):
             ``CarFusionDataModule``.
         min_keypoints: drop instances with fewer labelled keypoints.
         heatmap_graphs: a ``.pt`` file of a heatmap network's graphs per split (``{split:
-            {"keypoints", "box", "nodes", "roi"}}``, ``scripts/bench_occnet.py``) read instead
+            {"keypoints", "box", "nodes", "roi"}}``, ``scripts/occnet_heatmaps.py``) read instead
             of the ``gt/*.txt`` files (``None``: ground truth only).
+        heatmap_graph_splits: the splits read from ``heatmap_graphs`` (default all; e.g.
+            ``[val, test]`` trains on the stand-in and evaluates on the network's graphs).
         flip_prob: training mirror probability.
         batch_size, num_workers: loaders.
     """
@@ -83,6 +85,7 @@ class CarFusionGraphDataModule(pl.LightningDataModule):
         allow_missing_sequences: bool = False,
         min_keypoints: int = 3,
         heatmap_graphs: str | None = None,
+        heatmap_graph_splits: list[str] = ("train", "val", "test"),
         flip_prob: float = 0.5,
         batch_size: int = 64,
         num_workers: int = 0,
@@ -114,11 +117,12 @@ class CarFusionGraphDataModule(pl.LightningDataModule):
             path = Path(hp.heatmap_graphs)
             if not path.is_file():
                 raise FileNotFoundError(
-                    f"heatmap graphs {path} not found (scripts/bench_occnet.py)"
+                    f"heatmap graphs {path} not found (scripts/occnet_heatmaps.py)"
                 )
             cached = torch.load(path, map_location="cpu", weights_only=True)
         for split, seqs in names.items():
-            if cached is not None and split not in self.datasets:
+            use_cache = cached is not None and split in hp.heatmap_graph_splits
+            if use_cache and split not in self.datasets:
                 part = cached[split if split in cached else "test"]
                 self.datasets[split] = KeypointGraphDataset(
                     part["keypoints"], part["box"], 0.0, part["nodes"], part["roi"]

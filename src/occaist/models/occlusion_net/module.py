@@ -293,7 +293,7 @@ class OcclusionGraphNet(GraphHeadModule):
     """The KGNNs alone, on detector-like graphs of the ground truth or on a heatmap network's.
 
     Input: the batch's ``nodes`` and ``roi`` when the data module provides them (graphs from a
-    trained heatmap network, ``scripts/bench_occnet.py``), else
+    trained heatmap network, ``scripts/occnet_heatmaps.py``), else
     :func:`~occaist.models.occlusion_net.stand_in.detector_like_graph` of the ground truth on a
     jittered box (fresh at every step). Targets: the ground-truth positions (the ``annotated``
     occluded-keypoint loss) and visibilities. The checkpoint's ``graph_head.*`` weights load into
