@@ -9,7 +9,17 @@ from PIL import Image
 
 from occaist.utils.compose import composed
 
-__all__ = ["composed", "write_segments"]
+__all__ = ["TINY_AIST", "composed", "write_segments"]
+
+#: Overrides that make an AIST experiment a seconds-long run (narrow nets, 32 px, random Phi).
+TINY_AIST = [
+    "model.generator.base_channels=4",
+    "model.generator.num_blocks=1",
+    "model.discriminator.base_channels=4",
+    "model.res_weights=null",
+    "data.image_size=32",
+    "data.num_workers=0",
+]
 
 
 def write_segments(root: Path, count: int = 4) -> Path:

@@ -8,6 +8,7 @@ checkpoint of another model by name, and explains a truncated file.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,19 +18,11 @@ import pytest
 import torch
 
 from occaist.utils.checkpoint import CONFIG_KEY, CheckpointError, load_checkpoint, plain
-from tests.helpers import write_segments
+from tests.helpers import TINY_AIST, write_segments
 
 pytestmark = pytest.mark.slow
 
 COMMON = ["trainer.max_time=null", "test=false", "logger=csv", "extras.num_threads=1"]
-TINY_AIST = [
-    "model.generator_channels=4",
-    "model.generator_blocks=1",
-    "model.discriminator_channels=4",
-    "model.res_weights=null",
-    "data.image_size=32",
-    "data.num_workers=0",
-]
 
 
 def _experiments(world: Path, prepared: Path) -> dict[str, list[str]]:
@@ -125,10 +118,12 @@ def _evaluate(repo_root: Path, *overrides: str) -> subprocess.CompletedProcess:
 def test_eval_rebuilds_the_checkpoints_model_and_says_how_it_differs(
     two_step_runs: dict[str, Path], repo_root: Path, tiny_world: Path, tmp_path: Path
 ) -> None:
-    """A dpc_demo_cpu checkpoint under experiment=dpc_baseline (other sizes) evaluates."""
+    """A dpc_demo_cpu checkpoint under experiment=dpc_baseline (other sizes) evaluates; an
+    evaluation setting given on the command line still applies over the checkpoint's."""
     result = _evaluate(
         repo_root,
         "experiment=dpc_baseline",
+        "model.pose_threshold_deg=45",
         f"ckpt_path={two_step_runs['dpc_demo_cpu']}",
         f"data.root={tiny_world / 'shapenet_renders'}",
         f"hydra.run.dir={tmp_path}",
@@ -138,7 +133,8 @@ def test_eval_rebuilds_the_checkpoints_model_and_says_how_it_differs(
     assert result.returncode == 0, output[-3000:]
     assert "differs from experiment's" in output
     assert "trained with experiment=dpc_demo_cpu" in output
-    assert (tmp_path / "eval" / "summary_test.json").is_file()
+    summary = json.loads((tmp_path / "eval" / "summary_test.json").read_text())
+    assert "acc45" in summary and "acc30" not in summary
 
 
 def test_eval_refuses_another_models_checkpoint_by_name(

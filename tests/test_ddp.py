@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 from occaist.cli import train
 from occaist.metrics import PCK, ChamferDistance, MaskXOR, PoseAccuracy
 from occaist.utils.compose import composed
-from tests.helpers import write_segments
+from tests.helpers import TINY_AIST, write_segments
 
 WORLD = 2
 
@@ -92,9 +92,7 @@ def _ddp_overrides(name: str, world: Path, tmp: Path) -> list[str]:
     if name == "aist_constrained":
         return [f"data.renders_root={world / 'shapenet_renders'}",
                 f"data.prepared_root={write_segments(tmp / 'prepared')}",
-                "model.generator_channels=4", "model.generator_blocks=1",
-                "model.discriminator_channels=4", "model.res_weights=null",
-                "data.image_size=32", "data.batch_size=2"]  # fmt: skip
+                *TINY_AIST, "data.batch_size=2"]  # fmt: skip
     if name == "occnet_synthetic":
         return [f"data.root={world / 'carfusion'}", "model.net.min_size=96",
                 "model.net.max_size=128", "model.net.box_batch_size_per_image=16",

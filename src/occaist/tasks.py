@@ -233,8 +233,10 @@ def _best_checkpoint(trainer: Any) -> str | None:
 def model_from_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> Any:
     """Build the model a checkpoint was trained as; say how it differs from ``cfg.model``.
 
-    The checkpoint's stored model config wins (its weights only fit that architecture); a
-    checkpoint of another model class is refused with both names. Data keys listed in
+    The checkpoint's stored model config wins over the experiment's (its weights only fit that
+    architecture), except for the ``model.*`` keys the command line sets explicitly (evaluation
+    settings such as ``model.realign_on_test=true``), which are applied on top. A checkpoint of
+    another model class is refused with both names. Data keys listed in
     ``model_coupled_data_keys`` (eval.yaml: ``image_size``) follow the checkpoint too.
     """
     from occaist.utils.checkpoint import CONFIG_KEY, CheckpointError, config_differences
@@ -262,6 +264,12 @@ def model_from_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> Any:
             f", trained with experiment={trained_as}" if trained_as else "",
             "\n  ".join(differences),
         )
+    rebuilt = OmegaConf.create(found)
+    explicit = _command_line_model_keys()
+    for key in explicit:
+        OmegaConf.update(rebuilt, key, OmegaConf.select(cfg.model, key), force_add=True)
+    if explicit:
+        log.info("model keys set on the command line, over the checkpoint's: %s", explicit)
     coupled = list(cfg.get("model_coupled_data_keys") or [])
     stored_data = stored.get("data") or {}
     with open_dict(cfg):
@@ -274,8 +282,22 @@ def model_from_checkpoint(cfg: DictConfig, checkpoint: dict[str, Any]) -> Any:
                     cfg.data[key],
                 )
                 cfg.data[key] = stored_data[key]
-        cfg.model = OmegaConf.create(found)
+        cfg.model = rebuilt
     return hydra.utils.instantiate(cfg.model)
+
+
+def _command_line_model_keys() -> list[str]:
+    """The ``model.<key>`` paths set by this command's overrides (``model.`` prefix removed)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return []
+    keys = []
+    for override in HydraConfig.get().overrides.task:
+        key = override.split("=", 1)[0].lstrip("+")
+        if key.startswith("model.") and not override.startswith("~"):
+            keys.append(key[len("model.") :])
+    return keys
 
 
 def evaluate(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
