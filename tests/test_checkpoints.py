@@ -186,3 +186,31 @@ def test_plain_replaces_objects_by_their_config() -> None:
         "sizes": [1, 2],
         "path": "/x",
     }
+
+
+def test_study_killed_after_a_checkpoint_write_resumes_on_rerun(tmp_path: Path) -> None:
+    """A study killed right after a DPC stage wrote ``last.ckpt`` (no ``stage.json`` yet) reruns
+    that stage from the checkpoint, in a new process, instead of failing on every rerun."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    cmd = [sys.executable, "-m", "occaist.pipelines.aist_study", "budget=tiny"]
+    first = subprocess.run(
+        [*cmd, "stop_after=dpc_baseline"], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    stage = tmp_path / "logs" / "aist_study" / "tiny" / "dpc_baseline"
+    checkpoint = stage / "checkpoints" / "last.ckpt"
+    steps = load_checkpoint(checkpoint)["global_step"]
+    (stage / "stage.json").unlink()  # the kill: the checkpoint is there, the stage unfinished
+    second = subprocess.run(
+        [*cmd, "stop_after=dpc_baseline"], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert (stage / "stage.json").is_file()
+    run_log = (stage / "run.log").read_text()
+    resumed = run_log.rsplit("$ ", 1)[-1]  # the rerun's command and its output
+    assert f"ckpt_path={checkpoint}" in resumed
+    assert "Restored all states from the checkpoint" in resumed
+    assert load_checkpoint(checkpoint)["global_step"] == steps
