@@ -37,10 +37,19 @@ from PIL import Image
 from occaist.models.aist.module import AISTCycleGAN
 
 log = logging.getLogger("bench_cyclegan")
+GENERATOR = "occaist.models.aist.networks.ResnetGenerator"
+DISCRIMINATOR = "occaist.models.aist.networks.PatchDiscriminator"
 
+#: Network sizes, as the model's ``generator`` / ``discriminator`` config nodes.
 PRESETS = {
-    "quick": {"generator_channels": 16, "generator_blocks": 3, "discriminator_channels": 16},
-    "paper": {"generator_channels": 64, "generator_blocks": 9, "discriminator_channels": 64},
+    "quick": {
+        "generator": {"_target_": GENERATOR, "base_channels": 16, "num_blocks": 3},
+        "discriminator": {"_target_": DISCRIMINATOR, "base_channels": 16},
+    },
+    "paper": {
+        "generator": {"_target_": GENERATOR, "base_channels": 64, "num_blocks": 9},
+        "discriminator": {"_target_": DISCRIMINATOR, "base_channels": 64},
+    },
 }
 VARIANTS = {
     "fp32": {"channels_last": False, "bf16": False, "compile": False},
