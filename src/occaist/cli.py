@@ -28,6 +28,7 @@ from occaist.tasks import (
 
 __all__ = [
     "NON_FINITE_OBJECTIVE",
+    "clear_errors",
     "eval_main",
     "evaluate",
     "objective_value",
@@ -44,7 +45,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (UserError, CheckpointError, FileNotFoundError, PermissionError)
 
 
-def _clear_errors(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+def clear_errors(main: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """Print a user-facing error as its message alone (exit 1) unless a traceback is asked for."""
 
     @functools.wraps(main)
@@ -80,7 +81,7 @@ register_schemas()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train.yaml")
-@_clear_errors
+@clear_errors
 def train_main(cfg: DictConfig) -> float | None:
     """Console script ``occaist-train`` (same as ``python train.py``)."""
     from hydra.core.hydra_config import HydraConfig
@@ -98,7 +99,7 @@ def train_main(cfg: DictConfig) -> float | None:
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval.yaml")
-@_clear_errors
+@clear_errors
 def eval_main(cfg: DictConfig) -> None:
     """Console script ``occaist-eval`` (same as ``python eval.py``)."""
     evaluate(cfg)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import hydra
 from omegaconf import DictConfig
 
-from occaist.cli import _clear_errors
+from occaist.cli import clear_errors
 from occaist.schemas import register_schemas
 from occaist.utils.logging import get_logger
 
@@ -118,7 +118,7 @@ register_schemas()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://occaist.conf", config_name="predict.yaml")
-@_clear_errors
+@clear_errors
 def main(cfg: DictConfig) -> None:
     """``python predict.py experiment=<exp> ckpt_path=<ckpt> input=<images> output=<dir>``."""
     predict(cfg)
