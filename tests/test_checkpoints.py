@@ -22,6 +22,8 @@ from tests.helpers import TINY_AIST, write_segments
 
 pytestmark = pytest.mark.slow
 
+REPO = Path(__file__).resolve().parents[1]
+
 COMMON = ["trainer.max_time=null", "test=false", "logger=csv", "extras.num_threads=1"]
 
 
@@ -38,19 +40,20 @@ def _experiments(world: Path, prepared: Path) -> dict[str, list[str]]:
     }
 
 
-def _train(repo_root: Path, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+def _train(cwd: Path, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """``python train.py`` from ``cwd`` (whose data/ and logs/ the defaults read)."""
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)  # as users run it
     cmd = [
         sys.executable,
-        str(repo_root / "train.py"),
+        str(REPO / "train.py"),
         *COMMON,
         f"hydra.run.dir={run_dir}",
         f"paths.output_dir={run_dir}",
         *overrides,
     ]
     return subprocess.run(
-        cmd, cwd=repo_root, env=env, capture_output=True, text=True, timeout=600, check=False
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False
     )
 
 
@@ -188,29 +191,66 @@ def test_plain_replaces_objects_by_their_config() -> None:
     }
 
 
-def test_study_killed_after_a_checkpoint_write_resumes_on_rerun(tmp_path: Path) -> None:
-    """A study killed right after a DPC stage wrote ``last.ckpt`` (no ``stage.json`` yet) reruns
-    that stage from the checkpoint, in a new process, instead of failing on every rerun."""
+def _study(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     env.pop("HYDRA_FULL_ERROR", None)
-    cmd = [sys.executable, "-m", "occaist.pipelines.aist_study", "budget=tiny"]
-    first = subprocess.run(
-        [*cmd, "stop_after=dpc_baseline"], cwd=tmp_path, env=env, capture_output=True,
-        text=True, timeout=900, check=False,
-    )  # fmt: skip
-    assert first.returncode == 0, first.stderr[-3000:]
-    stage = tmp_path / "logs" / "aist_study" / "tiny" / "dpc_baseline"
+    cmd = [sys.executable, "-m", "occaist.pipelines.aist_study", "budget=tiny", *overrides]
+    return subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder where the tiny study ran up to the DPC baseline, as ``make demo`` leaves one."""
+    cwd = tmp_path_factory.mktemp("study")
+    result = _study(cwd, "stop_after=dpc_baseline")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cwd
+
+
+def test_study_killed_after_a_checkpoint_write_resumes_on_rerun(tiny_study: Path) -> None:
+    """A study killed right after a DPC stage wrote ``last.ckpt`` (no ``stage.json`` yet) reruns
+    that stage from the checkpoint, in a new process, instead of failing on every rerun."""
+    stage = tiny_study / "logs" / "aist_study" / "tiny" / "dpc_baseline"
     checkpoint = stage / "checkpoints" / "last.ckpt"
     steps = load_checkpoint(checkpoint)["global_step"]
     (stage / "stage.json").unlink()  # the kill: the checkpoint is there, the stage unfinished
-    second = subprocess.run(
-        [*cmd, "stop_after=dpc_baseline"], cwd=tmp_path, env=env, capture_output=True,
-        text=True, timeout=900, check=False,
-    )  # fmt: skip
+    second = _study(tiny_study, "stop_after=dpc_baseline")
     assert second.returncode == 0, second.stderr[-3000:]
     assert (stage / "stage.json").is_file()
-    run_log = (stage / "run.log").read_text()
-    resumed = run_log.rsplit("$ ", 1)[-1]  # the rerun's command and its output
+    resumed = (stage / "run.log").read_text().rsplit("$ ", 1)[-1]  # the rerun's command + output
     assert f"ckpt_path={checkpoint}" in resumed
     assert "Restored all states from the checkpoint" in resumed
     assert load_checkpoint(checkpoint)["global_step"] == steps
+
+
+def test_the_headline_command_finds_the_studys_data(tiny_study: Path, repo_root: Path) -> None:
+    """After the study, README's ``python train.py experiment=aist_constrained`` reads the
+    study's prepared segments; only the ImageNet ResNet-18 may be missing, and it says so."""
+    link = tiny_study / "data" / "prepared" / "real"
+    assert link.is_symlink()
+    assert link.resolve() == (tiny_study / "logs/aist_study/tiny/prepare/real").resolve()
+    from occaist.utils.weights import default_weights_path
+
+    # as written it trains for hours when the ImageNet weights are present; without them (CI,
+    # this machine) it must stop at once, naming the weights, not the data
+    if not default_weights_path("resnet18").is_file():
+        env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+        env.pop("HYDRA_FULL_ERROR", None)
+        as_written = subprocess.run(
+            [sys.executable, str(REPO / "train.py"), "experiment=aist_constrained"],
+            cwd=tiny_study, env=env, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        assert as_written.returncode == 1
+        assert "resnet18" in as_written.stderr and "Traceback" not in as_written.stderr
+        assert "prepared real segments" not in as_written.stderr
+    one_batch = _train(
+        tiny_study,
+        tiny_study / "run_b",
+        "experiment=aist_constrained",
+        "model.res_weights=null",
+        "debug=fdr",
+        *TINY_AIST[:3],
+    )
+    assert one_batch.returncode == 0, one_batch.stderr[-3000:]

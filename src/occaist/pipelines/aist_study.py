@@ -462,6 +462,23 @@ def _upstream_names(stage: Stage) -> set[str]:
     return set((stage.config.get("upstream") or {}).keys())
 
 
+def publish_prepared(prepared: Path, link: Path) -> None:
+    """Make the study's prepared real segments the default real domain of the AIST experiments.
+
+    ``experiment=aist_constrained`` reads ``data/prepared/real``; the study prepares into its own
+    stage folder. A symbolic link ``link -> prepared`` is made when nothing is at ``link``; an
+    existing folder or link elsewhere is left alone and named in the log.
+    """
+    target = prepared.resolve()
+    if link.is_symlink() or link.exists():
+        if link.resolve() != target:
+            log.info("%s exists and is not this study's segments (%s): left alone", link, target)
+        return
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target, target_is_directory=True)
+    log.info("prepared real segments: %s -> %s (read by experiment=aist_*)", link, target)
+
+
 def run_study(cfg: DictConfig) -> dict[str, Any]:
     """Run (or resume) every stage; return ``{"study_dir", "ran", "skipped", "seconds"}``.
 
@@ -507,6 +524,8 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
                 stage = running.pop(future)
                 (ran if future.result() else skipped).append(stage.name)
                 finished.add(stage.name)
+    if "prepare" in finished and cfg.get("publish_prepared"):
+        publish_prepared(study_dir / "prepare" / "real", Path(cfg.publish_prepared))
     if cfg.get("stop_after"):
         log.info("stop_after=%s: stopped there", cfg.stop_after)
     order = {name: i for i, name in enumerate(names)}
