@@ -191,7 +191,7 @@ def test_listing_matches_torchvision_and_any_folder_name(cars: Path, tmp_path: P
     renamed = cars.rename(tmp_path / "my_copy_of_the_cars")
     assert [r.key for r in list_images(renamed)][:2] == ["train/00001", "train/00002"]
     (renamed / "devkit" / "cars_train_annos.mat").unlink()
-    with pytest.raises(FileNotFoundError, match="cars_train_annos.mat"):
+    with pytest.raises(FileNotFoundError, match=r"cars_train_annos\.mat"):
         list_images(renamed)
 
 

@@ -65,9 +65,9 @@ class ShapeBasis:
     ) -> ShapeBasis:
         """PCA of training keypoints ``(M, J, 3)`` with a left-right symmetric mean.
 
-        ``flip_permutation`` / ``lateral_axis`` describe the mirror of the keypoint schema (for
-        cars: ``occaist.data.keypoints``). ``explained_variance_ratio[k]`` is the share of the total
-        variance (of the mirror-augmented set) that component k explains.
+        ``flip_permutation`` / ``lateral_axis`` describe the mirror of the keypoint schema
+        (for cars: ``occaist.data.keypoints``). ``explained_variance_ratio[k]`` is the share of
+        the total variance (of the mirror-augmented set) that component k explains.
 
         >>> rng = np.random.default_rng(0)
         >>> base = np.zeros((14, 3))

@@ -120,5 +120,6 @@ def finalize(ctx: WorldContext, items: dict[int, dict]) -> dict[str, int]:
     )
     train = np.array([items[i]["keypoints"] for i in ctx.splits["train"]], dtype=np.float64)
     k = min(ctx.preset.shapenet.basis_components, 2 * len(train) - 1)
-    ShapeBasis.fit(train, k, FLIP_PERMUTATION, LATERAL_AXIS).save(base / "synthetic" / "shape_basis.npz")
+    basis = ShapeBasis.fit(train, k, FLIP_PERMUTATION, LATERAL_AXIS)
+    basis.save(base / "synthetic" / "shape_basis.npz")
     return {f"shapenet_{s}": len(v) for s, v in ctx.splits.items()}
