@@ -28,8 +28,8 @@ identity, ``model.generator.upsampling=resize_conv`` avoids the checkerboard; se
 :mod:`occaist.evaluation.stylisation` (two-sample AUC against the real segments, colour
 correlation, alpha IoU and their ``stylisation_score``, the sweeps' objective); a run that ends
 before its first validation measures once at the end of training, so the objective always exists.
-The test loop returns per-sample records for :class:`~occaist.evaluation.stylisation.
-StylisationEvaluator` (the module writes no files).
+The test loop returns per-sample records for the stylisation evaluator; the validation and test
+steps live in :mod:`.evaluation_steps` (the module writes no files).
 
 Inference: :meth:`AISTCycleGAN.stylize` (or ``forward``) applies G to images in [-1, 1].
 """
@@ -44,12 +44,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from occaist.evaluation.stylisation import (
-    ClassifierBudget,
-    StylisationEvaluator,
-    log_image_panels,
-    to_uint8,
-)
+from occaist.evaluation.stylisation import ClassifierBudget, StylisationEvaluator
+from occaist.models.aist import evaluation_steps as steps
 from occaist.models.aist.image_pool import ImagePool
 from occaist.models.aist.losses import (
     ALPHA_MODES,
@@ -61,12 +57,7 @@ from occaist.models.aist.losses import (
     lsgan_discriminator_loss,
     lsgan_generator_loss,
 )
-from occaist.models.aist.metrics import (
-    StylisationSamples,
-    build_fid_metrics,
-    compute_fid,
-    mask_iou,
-)
+from occaist.models.aist.metrics import StylisationSamples, build_fid_metrics, mask_iou
 from occaist.models.aist.networks import PatchDiscriminator, ResnetGenerator, build_partial
 from occaist.models.aist.schedules import LR_POLICIES, ConstantFactor, LinearDecay, lr_factor
 from occaist.utils.checkpoint import plain
@@ -353,87 +344,32 @@ class AISTCycleGAN(pl.LightningModule):
         self.log("train/loss_D", loss_d.detach(), prog_bar=True, batch_size=x.shape[0])
         every = self.hparams.image_log_every_n_steps
         if every > 0 and self.trainer.fit_loop.total_batch_idx % every == 0:
-            self._log_panels("train", x, fake_y, rec_x, y, fake_x, rec_y)
+            steps.log_panels(self, "train", x, fake_y, rec_x, y, fake_x, rec_y)
 
     def on_train_epoch_end(self) -> None:
         for scheduler in self.lr_schedulers():
             scheduler.step()
 
-    # ----------------------------------------------------------------------------- evaluation
-    def _evaluate(self, split: str, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
-        metrics = self.val_metrics if split == "val" else self.test_metrics
-        x, y = self._inputs(batch)
-        fake_y = self.G(x)
-        rec_x = self.F(fake_y)
-        fake_x = self.F(y)
-        rec_y = self.G(fake_x)
-        metrics["mask_iou"].update(mask_iou(self.hard_mask(x), self.hard_mask(fake_y)))
-        metrics["cycle_error_A"].update((x - rec_x).abs().flatten(1).mean(1))
-        metrics["cycle_error_B"].update((y - rec_y).abs().flatten(1).mean(1))
-        for name, metric in metrics.items():
-            self.log(f"{split}/{name}", metric, on_epoch=True, batch_size=x.shape[0])
-        if split in self._fid:
-            for metric in self._fid[split].values():
-                metric.update(y.float(), real=True)
-                metric.update(fake_y.float(), real=False)
-        if batch_idx == 0:
-            self._log_panels(split, x, fake_y, rec_x, y, fake_x, rec_y)
-        return {"x": x, "fake_y": fake_y, "y": y}
-
-    def _fid_epoch_end(self, split: str) -> None:
-        if split in self._fid:
-            for name, value in compute_fid(self._fid[split]).items():
-                self.log(f"{split}/{name}", value, sync_dist=False)
-
-    def _measure(self) -> dict[str, float]:
-        return self._samples.measure(ClassifierBudget(epochs=self.hparams.measure_epochs))
-
+    # ------------------------------------------------------------ evaluation (.evaluation_steps)
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        out = self._evaluate("val", batch, batch_idx)
+        out = steps.evaluate_batch(self, "val", batch, batch_idx)
         if self.hparams.measure_images > 0 and not self.trainer.sanity_checking:
             self._samples.add(batch, out["x"], out["fake_y"], out["y"])
 
     def on_validation_epoch_end(self) -> None:
-        self._fid_epoch_end("val")
-        for name, value in self._measure().items():
+        steps.log_fid(self, "val")
+        for name, value in steps.measure(self).items():
             self.log(f"val/{name}", value, sync_dist=True)
 
     def on_train_end(self) -> None:
-        """Measure once on the validation data when no validation ran (a short sweep trial), so
-        ``val/stylisation_score`` always exists for the sweeper."""
-        trainer = self.trainer
-        datamodule = getattr(trainer, "datamodule", None)
-        if (
-            self.hparams.measure_images <= 0
-            or "val/stylisation_score" in trainer.callback_metrics
-            or datamodule is None
-        ):
-            return
-        datamodule.setup("validate")
-        with torch.no_grad():
-            for batch in datamodule.val_dataloader():
-                if self._samples.full():
-                    break
-                x, y = (batch[k].to(self.device) for k in ("A", "B"))
-                self._samples.add(batch, x, self.G(self._format(x)), y)
-        for name, value in self._measure().items():
-            trainer.callback_metrics[f"val/{name}"] = torch.tensor(value)
-        log.info("no validation ran: stylisation measured at the end of training")
+        steps.measure_if_no_validation_ran(self)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[dict]]:
-        out = self._evaluate("test", batch, batch_idx)
-        x, fake_y, y = (to_uint8(out[k]) for k in ("x", "fake_y", "y"))
-        a_idx = batch.get("A_index", torch.arange(len(x)))
-        b_idx = batch.get("B_index", a_idx)
-        return {
-            "records": [
-                {"index": int(a), "real_index": int(b), "x": xi, "fake_y": fi, "y": yi}
-                for a, b, xi, fi, yi in zip(a_idx, b_idx, x, fake_y, y, strict=True)
-            ]
-        }
+        out = steps.evaluate_batch(self, "test", batch, batch_idx)
+        return {"records": steps.test_records(batch, out)}
 
     def on_test_epoch_end(self) -> None:
-        self._fid_epoch_end("test")
+        steps.log_fid(self, "test")
 
     def build_evaluator(self) -> StylisationEvaluator:
         """The test report: domain-gap table (originals as baseline), montage, per-image rows."""
@@ -441,13 +377,6 @@ class AISTCycleGAN(pl.LightningModule):
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self.stylize(batch["A"])
-
-    def _log_panels(self, split: str, *images: Tensor) -> None:
-        """x, G(x), F(G(x)), Alpha(x), Alpha(G(x)) / y, F(y), G(F(y)) (W&B / TensorBoard)."""
-        x, fake_y, rec_x, y, fake_x, rec_y = images
-        tiles = [x, fake_y, rec_x, self.hard_mask(x), self.hard_mask(fake_y), y, fake_x, rec_y]
-        caption = "x, G(x), F(G(x)), Alpha(x), Alpha(G(x)) | y, F(y), G(F(y))"
-        log_image_panels(self.loggers, f"{split}/panel", tiles, caption, self.global_step)
 
     # ----------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
