@@ -19,6 +19,7 @@ TINY_AIST = [
     "model.res_weights=null",
     "data.image_size=32",
     "data.num_workers=0",
+    "model.measure_epochs=2",
 ]
 
 

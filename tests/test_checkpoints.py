@@ -254,3 +254,27 @@ def test_the_headline_command_finds_the_studys_data(tiny_study: Path, repo_root:
         *TINY_AIST[:3],
     )
     assert one_batch.returncode == 0, one_batch.stderr[-3000:]
+
+
+def test_eval_on_a_root_without_a_validation_split(
+    two_step_runs: dict[str, Path], repo_root: Path, tiny_world: Path, tmp_path: Path
+) -> None:
+    """The study evaluates on the real-look set (a test split only): re-estimating the alignment
+    from a validation split that is not there keeps the checkpoint's alignment, not fail."""
+    import shutil
+
+    root = tmp_path / "renders"
+    shutil.copytree(tiny_world / "shapenet_renders", root, symlinks=True)
+    for split_file in root.rglob("*_val.txt"):
+        split_file.unlink()
+    result = _evaluate(
+        repo_root,
+        "experiment=dpc_demo_cpu",
+        f"ckpt_path={two_step_runs['dpc_demo_cpu']}",
+        f"data.root={root}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"paths.output_dir={tmp_path / 'run'}",
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "no validation split to re-estimate the alignment" in result.stdout + result.stderr
+    assert (tmp_path / "run" / "eval" / "summary_test.json").is_file()

@@ -34,6 +34,8 @@ DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 ENTRY_CONFIGS = {
     ("train.py",): "train.yaml",
     ("eval.py",): "eval.yaml",
+    ("-m", "occaist.train"): "train.yaml",
+    ("-m", "occaist.evaluate"): "eval.yaml",
     ("predict.py",): "predict.yaml",
     ("-m", "occaist.predict"): "predict.yaml",
     ("-m", "occaist.stylize"): "stylize.yaml",

@@ -26,7 +26,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _multirun(repo_root: Path, cwd: Path, *overrides: str) -> tuple[Path, str]:
     """Run ``python train.py -m ...`` in ``cwd``; return the sweep folder and the output."""
     cwd.mkdir(parents=True)
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "WANDB_MODE": "disabled"}
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(repo_root / "train.py"), "-m", *overrides]
     result = subprocess.run(
         cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False

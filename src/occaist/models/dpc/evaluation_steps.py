@@ -134,9 +134,18 @@ def collect_alignment(
 @torch.no_grad()
 def realign_from_validation_split(module: Any) -> None:
     """Estimate the module's ``reference_rotation`` from the first ``align_num_models`` models
-    of its datamodule's validation split now (ICP with ``test_icp_num_points``)."""
+    of its datamodule's validation split now (ICP with ``test_icp_num_points``).
+
+    A test root without a validation split (the real-look test set: one split only) keeps the
+    alignment the model was trained and checkpointed with, and says so.
+    """
     datamodule = module.trainer.datamodule
-    datamodule.setup("validate")
+    try:
+        datamodule.setup("validate")
+    except FileNotFoundError as err:
+        log.warning("no validation split to re-estimate the alignment (%s): keeping %s",
+                    str(err).splitlines()[0], module.reference_rotation.tolist())  # fmt: skip
+        return
     module.val_alignment.reset()
     for batch in datamodule.val_dataloader():
         if batch is None:
