@@ -102,7 +102,7 @@ def test_pose_diagnostics_relative_and_oracle_over_models() -> None:
     pred[1, 2] = _mul(_mul(gt[1, 2], _about((1, 0, 0), 45.0)), r)  # one view 45 degrees off
 
     def computed(reference=None):
-        metric = PoseDiagnostics(threshold_deg=30.0)  # a fresh one: compute() is cached
+        metric = PoseDiagnostics(threshold_deg=30.0)
         metric.update(pred, gt)
         return metric.compute() if reference is None else metric.compute(reference=reference)
 
@@ -116,6 +116,20 @@ def test_pose_diagnostics_relative_and_oracle_over_models() -> None:
     assert with_ref["median_deg"].item() == pytest.approx(0.0, abs=1e-2)
     wrong_ref = computed(_about((0, 1, 0), 0.0))
     assert wrong_ref["accuracy"].item() == 0.0
+
+
+def test_pose_diagnostics_second_compute_uses_its_own_reference() -> None:
+    """One metric, several compute() calls: each reflects its own reference (torchmetrics would
+    otherwise return the first call's cached dict until reset())."""
+    r = _about((0, 1, 0), 120.0)
+    gt = torch.stack([_about((0, 0, 1), a) for a in (0.0, 60.0, 170.0)]).unsqueeze(0)
+    metric = PoseDiagnostics(threshold_deg=30.0)
+    metric.update(_mul(gt, r.expand_as(gt)), gt)
+    assert metric.compute(reference=r)["accuracy"].item() == 1.0
+    wrong = metric.compute(reference=_about((0, 1, 0), 0.0))
+    assert wrong["accuracy"].item() == 0.0
+    assert wrong["median_deg"].item() == pytest.approx(120.0, abs=1e-3)
+    assert "accuracy" not in metric.compute()
 
 
 def test_add_values_are_errors_in_diameters_with_labels() -> None:

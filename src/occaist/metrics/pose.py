@@ -149,12 +149,15 @@ class PoseDiagnostics(Metric):
     each. ``compute()`` returns ``relative_accuracy`` / ``relative_median_deg`` (over all view
     pairs of every model, :func:`relative_pose_errors`) and ``oracle_accuracy`` /
     ``oracle_median_deg`` (:func:`oracle_alignment` over every view). "cat" states.
+    ``compute`` is not cached: its result depends on its ``reference`` argument.
     """
 
     full_state_update = False
 
     def __init__(self, threshold_deg: float = 30.0) -> None:
-        super().__init__()
+        # torchmetrics caches compute() until reset() whatever its arguments, so a second call
+        # with another reference would return the first one's numbers
+        super().__init__(compute_with_cache=False)
         self.threshold_deg = threshold_deg
         self.add_state("relative", default=[], dist_reduce_fx="cat")
         self.add_state("pred", default=[], dist_reduce_fx="cat")
