@@ -151,3 +151,61 @@ def test_kgnn3d_is_a_graph_net_over_182_edges(basis_file: str) -> None:
     out = enc(nodes, torch.ones(2))
     out["projection"].sum().backward()
     assert enc.mlp1.fc1.weight.grad.abs().sum() > 0  # the graph stack is trained through
+
+
+def test_fit_camera_recovers_a_weak_perspective_camera_and_ignores_zero_weights() -> None:
+    """The closed-form camera of ``camera_3d=fitted``: exact on noise-free projections, a point
+    with weight 0 does not move it, a scaled rotation (orthonormal rows), finite gradients when
+    the two singular values are equal (where an SVD's gradient is not)."""
+    from occaist.geometry.quaternion import quaternion_rotate
+    from occaist.models.occlusion_net.kgnn import fit_camera
+
+    g = torch.Generator().manual_seed(0)
+    shape = torch.randn(3, 14, 3, generator=g, dtype=torch.float64)
+    quat = torch.nn.functional.normalize(
+        torch.randn(3, 4, generator=g, dtype=torch.float64), dim=-1
+    )
+    truth = 2.5 * quaternion_rotate(shape, quat)[..., :2] + torch.tensor([0.3, -0.2])
+    points = truth.clone()
+    points[:, 0] += 10.0  # a gross error on node 0 ...
+    weights = torch.ones(3, 14, dtype=torch.float64)
+    weights[:, 0] = 0.0  # ... with no weight
+    weights.requires_grad_(True)
+    scale, rot, t = fit_camera(shape, points, weights)
+    proj = scale[:, None, None] * torch.einsum("nij,nkj->nki", rot, shape) + t[:, None]
+    assert torch.allclose(scale, torch.full((3,), 2.5, dtype=torch.float64), atol=1e-4)
+    assert torch.allclose(proj, truth, atol=1e-4)
+    assert torch.allclose(rot @ rot.transpose(1, 2), torch.eye(2, dtype=torch.float64))
+    proj.sum().backward()
+    assert weights.grad.isfinite().all()
+    # uniform weights on the corrupted points: the error pulls the fit (weights matter)
+    s2, r2, t2 = fit_camera(shape, points, torch.ones(3, 14, dtype=torch.float64))
+    proj2 = s2[:, None, None] * torch.einsum("nij,nkj->nki", r2, shape) + t2[:, None]
+    assert (proj2 - truth).abs().max() > 0.1
+
+
+def test_fitted_camera_graph_net_projects_the_mean_shape_onto_its_points(basis_file) -> None:
+    """``camera_3d=fitted``: the last layer gives beta and node weights (no camera); at beta = 0
+    the projection is the mean shape fitted to the 2D-KGNN's keypoints in the isotropic frame,
+    so points that are an exact projection of the mean shape come back unchanged."""
+    from occaist.geometry.quaternion import quaternion_rotate
+
+    torch.manual_seed(0)
+    net = KeypointGraphNet(
+        encoder_hidden=16, decoder_hidden=16, hidden_3d=16, shape_basis=basis_file,
+        camera_3d="fitted", input_3d="heatmap",
+    ).eval()  # fmt: skip
+    with pytest.raises(ValueError, match="camera"):
+        KeypointGraphNet(shape_basis=basis_file, camera_3d="guessed")
+    enc = net.encoder3d
+    assert enc.fc_out.out_features == enc.num_basis + 14
+    with torch.no_grad():
+        enc.fc_out.weight.zero_()  # beta = 0, weights sigmoid(0) = 1/2
+    quat = torch.nn.functional.normalize(torch.tensor([[0.9, 0.1, 0.3, -0.2]]), dim=-1)
+    aspect = torch.tensor([2.0])
+    iso = 0.4 * quaternion_rotate(enc.mean[None], quat)[..., :2] + 0.1
+    xy = torch.stack([iso[..., 0], iso[..., 1] * aspect], dim=-1)  # ROI frame
+    out = net.forward_graph(net.make_nodes(xy, torch.full((1, 14), 0.5)), aspect)
+    assert torch.allclose(out["keypoints_3d"], xy, atol=1e-4)
+    assert torch.allclose(out["kgnn3d_weights"], torch.full((1, 14), 0.5))
+    assert "kgnn3d_quaternion" not in out

@@ -48,6 +48,8 @@ __all__ = [
 
 #: Node coordinate channels (x, y, confidence) that the decoder updates.
 COORD_DIMS = 3
+#: How the 3D-KGNN gets its camera: regressed (paper, upstream) or fitted (ours).
+CAMERA_MODES = ("regressed", "fitted")
 
 
 def fully_connected_edges(num_nodes: int) -> tuple[Tensor, Tensor]:
@@ -305,19 +307,24 @@ class GraphEncoder3D(_EdgeStack):
         n_hid: int,
         dropout: float,
         factor: bool = False,
+        camera: str = "regressed",
     ) -> None:
         super().__init__(mean.shape[0], n_in, n_hid, dropout, factor)
+        if camera not in CAMERA_MODES:
+            raise ValueError(f"camera must be one of {CAMERA_MODES}, got {camera!r}")
+        self.camera = camera
         self.register_buffer("mean", mean.float())
         self.register_buffer("basis", basis.float())
         self.register_buffer("sigma", sigma.float())
         self.num_basis = basis.shape[0]
-        n_params = self.num_basis + 1 + 2 + 4
-        self.fc_out = nn.Linear(self.num_nodes * n_hid, n_params)
+        extra = 1 + 2 + 4 if camera == "regressed" else self.num_nodes
+        self.fc_out = nn.Linear(self.num_nodes * n_hid, self.num_basis + extra)
         nn.init.xavier_normal_(self.fc_out.weight, gain=0.01)
         with torch.no_grad():  # start at the identity rotation, unit scale, no shape offset
             self.fc_out.bias.zero_()
-            self.fc_out.bias[self.num_basis] = math.log(math.e - 1.0)  # softplus -> 1
-            self.fc_out.bias[self.num_basis + 3] = 1.0
+            if camera == "regressed":
+                self.fc_out.bias[self.num_basis] = math.log(math.e - 1.0)  # softplus -> 1
+                self.fc_out.bias[self.num_basis + 3] = 1.0
 
     def camera_and_shape(self, nodes: Tensor) -> Tensor:
         """Parameters ``(N, B + 7)``: message passing over the 182 edges, edge2node, flatten,
@@ -325,28 +332,71 @@ class GraphEncoder3D(_EdgeStack):
         node_features = self.edge2node(self.edge_features(nodes))  # (N, K, H)
         return self.fc_out(node_features.flatten(1))
 
-    def forward(self, nodes: Tensor, aspect: Tensor) -> dict[str, Tensor]:
+    def forward(
+        self, nodes: Tensor, aspect: Tensor, points: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """``nodes`` ``(N, K, D)``, ``aspect`` ``(N,)`` ROI ``w / h`` -> dict of ``beta``,
-        ``scale`` ``(N,)``, ``translation`` ``(N, 2)``, ``quaternion`` ``(N, 4)``, ``shape``
-        ``(N, K, 3)`` and ``projection`` ``(N, K, 2)`` in the ROI frame."""
+        ``scale`` ``(N,)``, ``translation`` ``(N, 2)``, ``shape`` ``(N, K, 3)``, ``projection``
+        ``(N, K, 2)`` in the ROI frame, and ``quaternion`` ``(N, 4)`` (``regressed``) or
+        ``rotation`` ``(N, 2, 3)`` and ``weights`` ``(N, K)`` (``fitted``: the camera fitted to
+        ``points`` ``(N, K, 2)``, ROI frame, default ``nodes[..., :2]``)."""
         params = self.camera_and_shape(nodes)  # (N, P)
         beta = params[:, : self.num_basis]
-        scale = F.softplus(params[:, self.num_basis])
-        translation = params[:, self.num_basis + 1 : self.num_basis + 3]
-        quat = F.normalize(params[:, self.num_basis + 3 :], dim=-1)
         offsets = torch.einsum("nb,b,bkc->nkc", beta, self.sigma, self.basis)
         shape = self.mean[None] + offsets  # (N, K, 3)
-        rotated = quaternion_rotate(shape, quat)  # q (w, x, y, z): q (0, p) q*
-        proj = scale[:, None, None] * rotated[..., :2] + translation[:, None, :]
+        out = {"beta": beta, "shape": shape}
+        if self.camera == "regressed":
+            scale = F.softplus(params[:, self.num_basis])
+            translation = params[:, self.num_basis + 1 : self.num_basis + 3]
+            quat = F.normalize(params[:, self.num_basis + 3 :], dim=-1)
+            rotated = quaternion_rotate(shape, quat)[..., :2]  # q (w, x, y, z): q (0, p) q*
+            out["quaternion"] = quat
+        else:
+            # the ROI frame scaled to isotropic units (y by h / w), where the camera is a
+            # scaled rotation; weights in (0, 1) from the graph
+            weights = torch.sigmoid(params[:, self.num_basis :])
+            target = nodes[..., :2] if points is None else points
+            target = torch.stack([target[..., 0], target[..., 1] / aspect[:, None]], dim=-1)
+            scale, rotation, translation = fit_camera(shape, target, weights)
+            rotated = torch.einsum("nij,nkj->nki", rotation, shape)
+            out.update(rotation=rotation, weights=weights)
+        proj = scale[:, None, None] * rotated + translation[:, None, :]
         proj = torch.stack([proj[..., 0], proj[..., 1] * aspect[:, None]], dim=-1)
-        return {
-            "beta": beta,
-            "scale": scale,
-            "translation": translation,
-            "quaternion": quat,
-            "shape": shape,
-            "projection": proj,
-        }
+        out.update(scale=scale, translation=translation, projection=proj)
+        return out
+
+
+def fit_camera(
+    shape: Tensor, points: Tensor, weights: Tensor, eps: float = 1e-6
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Differentiable weighted weak-perspective camera of shapes ``(N, K, 3)`` to points
+    ``(N, K, 2)`` with weights ``(N, K)`` (``occaist.geometry.shape_fit``'s camera step in
+    torch): the weighted affine least-squares fit ``A`` (2 x 3), then its nearest scaled
+    rotation ``s R`` by the polar decomposition ``R = (A A^T)^{-1/2} A``, ``s`` the mean singular
+    value (the 2 x 2 square root in closed form, so the gradient stays finite when the two
+    singular values are equal, which an SVD's does not). Returns ``(s (N,), R (N, 2, 3),
+    t (N, 2))`` with ``p ~ s R X + t``."""
+    w = weights[..., None]
+    wsum = w.sum(1, keepdim=True).clamp_min(1e-8)
+    s_mean = (w * shape).sum(1, keepdim=True) / wsum
+    p_mean = (w * points).sum(1, keepdim=True) / wsum
+    sc, pc = shape - s_mean, points - p_mean
+    sws = sc.transpose(1, 2) @ (w * sc)  # (N, 3, 3)
+    damp = eps * sws.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1e-8)
+    sws = sws + damp[:, None, None] * torch.eye(3, dtype=sws.dtype, device=sws.device)
+    pws = pc.transpose(1, 2) @ (w * sc)  # (N, 2, 3)
+    affine = torch.linalg.solve(sws, pws.transpose(1, 2)).transpose(1, 2)  # sws symmetric
+    gram = affine @ affine.transpose(1, 2)  # (N, 2, 2)
+    root_det = torch.linalg.det(gram).clamp_min(1e-12).sqrt()
+    trace = gram.diagonal(dim1=1, dim2=2).sum(-1)
+    eye = torch.eye(2, dtype=gram.dtype, device=gram.device)
+    root = (gram + root_det[:, None, None] * eye) / (trace + 2 * root_det).sqrt()[:, None, None]
+    rotation = torch.linalg.solve(root, affine)
+    scale = root.diagonal(dim1=1, dim2=2).sum(-1) / 2
+    translation = p_mean[:, 0] - scale[:, None] * torch.einsum(
+        "nij,nj->ni", rotation, s_mean[:, 0]
+    )
+    return scale, rotation, translation
 
 
 def load_shape_basis(path: str | Path) -> tuple[Tensor, Tensor, Tensor]:
@@ -386,6 +436,11 @@ class KeypointGraphNet(nn.Module):
         replace: ``"occluded"`` outputs heatmap keypoints for predicted-visible nodes and ``V'``
             for predicted-occluded ones; ``"all"`` outputs ``V'`` everywhere (upstream).
         visibility_threshold: node visibility probability above which a node is visible.
+        camera_3d: ``"regressed"`` (paper, upstream): the 3D-KGNN's last layer gives the camera
+            ``(s, t, q)``; ``"fitted"`` (ours): it gives ``beta`` and one weight per node, and
+            the weak-perspective camera is fitted in closed form (:func:`fit_camera`) to the
+            2D-KGNN's keypoints (``keypoints_2d``; the heatmap points with
+            ``input_3d="heatmap"``) under those weights.
     """
 
     def __init__(
@@ -405,6 +460,7 @@ class KeypointGraphNet(nn.Module):
         input_3d: str = "refined",
         replace: str = "occluded",
         visibility_threshold: float = 0.5,
+        camera_3d: str = "regressed",
     ) -> None:
         super().__init__()
         if input_3d not in ("refined", "heatmap"):
@@ -438,7 +494,7 @@ class KeypointGraphNet(nn.Module):
             radius = mean.pow(2).sum(-1).mean().sqrt().clamp_min(1e-8)
             mean, sigma = mean / radius, sigma / radius
             self.encoder3d = GraphEncoder3D(
-                mean, basis, sigma, n_in, hidden_3d, dropout=dropout_3d, factor=factor
+                mean, basis, sigma, n_in, hidden_3d, dropout_3d, factor, camera_3d
             )
 
     def make_nodes(self, xy: Tensor, confidence: Tensor) -> Tensor:
@@ -478,8 +534,10 @@ class KeypointGraphNet(nn.Module):
             "keypoints_2d": keypoints_2d,
         }
         if self.encoder3d is not None:
-            source = refined if self.input_3d == "refined" else nodes
-            res3d = self.encoder3d(source, aspect)
+            refined_input = self.input_3d == "refined"
+            source = refined if refined_input else nodes
+            points = keypoints_2d if refined_input else heat_xy
+            res3d = self.encoder3d(source, aspect, points)
             out["keypoints_3d"] = res3d.pop("projection")
             out.update({f"kgnn3d_{k}": v for k, v in res3d.items()})
         return out
