@@ -209,3 +209,30 @@ def test_fitted_camera_graph_net_projects_the_mean_shape_onto_its_points(basis_f
     assert torch.allclose(out["keypoints_3d"], xy, atol=1e-4)
     assert torch.allclose(out["kgnn3d_weights"], torch.full((1, 14), 0.5))
     assert "kgnn3d_quaternion" not in out
+
+
+@pytest.mark.parametrize("mode", ["edge", "sender"])
+def test_decoder_message_types_from_edges_or_from_the_sender(mode: str) -> None:
+    """``decoder_edges``: the decoder's type weights are the encoder's edge probabilities
+    (paper) or the sender's node visibility (ours), so that messages into a node differ with
+    the visibility of their sender."""
+    torch.manual_seed(0)
+    net = KeypointGraphNet(
+        encoder_hidden=16, decoder_hidden=16, use_3d=False, decoder_edges=mode
+    ).eval()
+    seen = {}
+
+    def spy(nodes, logits):
+        seen["q"] = logits.softmax(-1)
+        return nodes
+
+    net.decoder.forward = spy
+    out = net.forward_graph(net.make_nodes(torch.rand(2, 14, 2), torch.rand(2, 14)), None)
+    if mode == "edge":
+        expect = out["edge_logits"].softmax(-1)
+    else:
+        vis = out["visibility"][:, net.encoder.send]
+        expect = torch.stack([1 - vis, vis], -1)
+    assert torch.allclose(seen["q"], expect, atol=1e-5)
+    with pytest.raises(ValueError, match="decoder_edges"):
+        KeypointGraphNet(use_3d=False, decoder_edges="both")

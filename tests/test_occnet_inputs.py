@@ -143,3 +143,64 @@ def test_heatmap_script_cross_fitting_keeps_groups_in_one_fold(repo_root) -> Non
     assert by_inst[0] != by_inst[3]  # the same car in both folds: the leak of the old recipe
     with pytest.raises(ValueError, match="cannot fill"):
         script.fold_of(cars, 4, "sequence")
+
+
+def test_heatmap_graph_mirror_keeps_nodes_and_ground_truth_aligned() -> None:
+    """``flip_nodes``: a mirrored heatmap graph is the mirror image of the same instance: in the
+    ROI frame node ``k`` of the flipped item is node ``FLIP_PERMUTATION[k]`` with ``x -> -x``,
+    and so is its ground truth (so each node's error is mirrored with it); the box too."""
+    from occaist.data.carfusion_graph import KeypointGraphDataset
+    from occaist.models.occlusion_net.kgnn import image_to_roi
+
+    g = torch.Generator().manual_seed(0)
+    kps = torch.cat([torch.rand(1, 14, 2, generator=g) * 50 + 20, torch.ones(1, 14, 1)], -1)
+    kps[0, :7, 2] = 2.0
+    box = torch.tensor([[22.0, 21.0, 69.0, 68.0]])
+    roi = torch.tensor([[15.0, 18.0, 75.0, 66.0]])  # jittered: not centred on the box
+    nodes = torch.cat([torch.rand(1, 14, 2, generator=g) * 2 - 1, torch.rand(1, 14, 1)], -1)
+    plain = KeypointGraphDataset(kps.numpy(), box.numpy(), 0.0, nodes.numpy(), roi.numpy())[0]
+    flipped = KeypointGraphDataset(kps.numpy(), box.numpy(), 1.0, nodes.numpy(), roi.numpy())[0]
+    perm = list(FLIP_PERMUTATION)
+    mirror = torch.tensor([-1.0, 1.0])
+    gt_plain = image_to_roi(plain["keypoints"][None, :, :2], roi)[0]
+    gt_flip = image_to_roi(flipped["keypoints"][None, :, :2], roi)[0]
+    assert torch.allclose(gt_flip, gt_plain[perm] * mirror, atol=1e-5)
+    assert torch.allclose(flipped["nodes"][:, :2], plain["nodes"][perm, :2] * mirror)
+    assert torch.equal(flipped["nodes"][:, 2], plain["nodes"][perm, 2])
+    assert torch.equal(flipped["keypoints"][:, 2], plain["keypoints"][perm, 2])
+    assert torch.equal(flipped["roi"], roi[0])
+    box_roi = image_to_roi(flipped["box"].view(1, 2, 2), roi)[0]  # (x0, y0), (x1, y1)
+    plain_box = image_to_roi(box.view(1, 2, 2), roi)[0]
+    assert torch.allclose(box_roi[:, 0], -plain_box.flip(0)[:, 0], atol=1e-5)
+    assert torch.allclose(box_roi[:, 1], plain_box[:, 1])
+
+
+@pytest.mark.parametrize("nodes", ["occluded", "labelled"])
+def test_graph_module_refine_loss_over_occluded_or_all_labelled_nodes(nodes: str) -> None:
+    """``refine_loss_nodes``: ``loss_occluded`` is the mean squared ROI-frame distance of V' to
+    the ground truth over the occluded nodes (upstream) or over every labelled node (ours);
+    unlabelled nodes never count."""
+    from functools import partial
+
+    from occaist.models.occlusion_net.module import OcclusionGraphNet
+
+    head = KeypointGraphNet(encoder_hidden=8, decoder_hidden=8, use_3d=False)
+    module = OcclusionGraphNet(
+        head, partial(torch.optim.Adam), refine_loss_nodes=nodes,
+        loss_weights={"loss_edges": 1.0, "loss_occluded": 1.0},
+    )  # fmt: skip
+    roi = torch.tensor([[0.0, 0.0, 20.0, 10.0]])
+    kps = torch.zeros(1, 14, 3)
+    kps[0, :, :2] = torch.tensor([10.0, 5.0])  # ROI centre: (0, 0) in the ROI frame
+    kps[0, :5, 2] = 2.0  # visible
+    kps[0, 5:9, 2] = 1.0  # occluded; 9..13 unlabelled
+    refined = torch.zeros(1, 14, 3)
+    refined[0, :5, 0] = 0.5  # visible nodes off by 0.5: counted only with "labelled"
+    refined[0, 5:9, 1] = 0.2  # occluded nodes off by 0.2
+    refined[0, 9:, 0] = 9.0  # unlabelled: never counted
+    out = {"refined": refined, "edge_logits": torch.zeros(1, 182, 2)}
+    loss = module.losses(out, {"keypoints": kps}, roi)["loss_occluded"]
+    expect = 0.04 if nodes == "occluded" else (5 * 0.25 + 4 * 0.04) / 9
+    assert torch.isclose(loss, torch.tensor(expect))
+    with pytest.raises(ValueError, match="refine_loss_nodes"):
+        OcclusionGraphNet(head, partial(torch.optim.Adam), refine_loss_nodes="visible")

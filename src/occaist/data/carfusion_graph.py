@@ -5,8 +5,10 @@ its hull box ``box`` (4,) xyxy (see :mod:`occaist.data.carfusion`). The detector
 made by the graph module (``occaist.models.occlusion_net.module.OcclusionGraphNet``), fresh at
 every step, unless ``heatmap_graphs`` names a file of a trained heatmap network's graphs
 (``scripts/occnet_heatmaps.py``): then items also carry its ``nodes`` (K, 3) ``(x, y, c)`` in the
-ROI frame of ``roi`` (4,). Left/right mirroring (``flip_prob``, ground-truth items only)
-mirrors x inside the box and swaps left/right keypoints.
+ROI frame of ``roi`` (4,). Left/right mirroring (``flip_prob``) mirrors x inside the box and
+swaps left/right keypoints; on a heatmap network's graphs (``flip_nodes``) it mirrors about the
+ROI's centre line instead, which maps ROI-frame ``x`` to ``-x`` exactly, so the nodes (and the
+heatmap network's errors) are mirrored with the ground truth and its box.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class KeypointGraphDataset(Dataset):
     ) -> None:
         self.keypoints = torch.as_tensor(keypoints, dtype=torch.float32)
         self.boxes = torch.as_tensor(boxes, dtype=torch.float32)
-        self.flip_prob = flip_prob if nodes is None else 0.0
+        self.flip_prob = flip_prob
         self.nodes = None if nodes is None else torch.as_tensor(nodes, dtype=torch.float32)
         self.rois = None if rois is None else torch.as_tensor(rois, dtype=torch.float32)
 
@@ -50,13 +52,22 @@ class KeypointGraphDataset(Dataset):
         return len(self.keypoints)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        kps, box = self.keypoints[index].clone(), self.boxes[index]
-        if self.flip_prob > 0 and torch.rand(()) < self.flip_prob:
-            kps[:, 0] = box[0] + box[2] - kps[:, 0]
-            kps = kps[list(FLIP_PERMUTATION)]
-        item = {"index": torch.tensor(index), "keypoints": kps, "box": box}
+        kps, box = self.keypoints[index].clone(), self.boxes[index].clone()
+        nodes = roi = None
         if self.nodes is not None:
-            item["nodes"], item["roi"] = self.nodes[index], self.rois[index]
+            nodes, roi = self.nodes[index].clone(), self.rois[index]
+        if self.flip_prob > 0 and torch.rand(()) < self.flip_prob:
+            perm = list(FLIP_PERMUTATION)
+            axis = box[0] + box[2] if roi is None else roi[0] + roi[2]  # twice the mirror line
+            kps[:, 0] = axis - kps[:, 0]
+            kps = kps[perm]
+            box = torch.stack([axis - box[2], box[1], axis - box[0], box[3]])
+            if nodes is not None:
+                nodes[:, 0] = -nodes[:, 0]
+                nodes = nodes[perm]
+        item = {"index": torch.tensor(index), "keypoints": kps, "box": box}
+        if nodes is not None:
+            item["nodes"], item["roi"] = nodes, roi
         return item
 
 
@@ -73,6 +84,8 @@ class CarFusionGraphDataModule(pl.LightningDataModule):
         heatmap_graph_splits: the splits read from ``heatmap_graphs`` (default all; e.g.
             ``[val, test]`` trains on the stand-in and evaluates on the network's graphs).
         flip_prob: training mirror probability.
+        flip_nodes: mirror the heatmap network's training graphs too (``flip_prob``; the
+            default ``false`` keeps the earlier recipe, which did not mirror them).
         batch_size, num_workers: loaders.
     """
 
@@ -87,6 +100,7 @@ class CarFusionGraphDataModule(pl.LightningDataModule):
         heatmap_graphs: str | None = None,
         heatmap_graph_splits: list[str] = ("train", "val", "test"),
         flip_prob: float = 0.5,
+        flip_nodes: bool = False,
         batch_size: int = 64,
         num_workers: int = 0,
     ) -> None:
@@ -124,8 +138,9 @@ class CarFusionGraphDataModule(pl.LightningDataModule):
             use_cache = cached is not None and split in hp.heatmap_graph_splits
             if use_cache and split not in self.datasets:
                 part = cached[split if split in cached else "test"]
+                flip = hp.flip_prob if split == "train" and hp.flip_nodes else 0.0
                 self.datasets[split] = KeypointGraphDataset(
-                    part["keypoints"], part["box"], 0.0, part["nodes"], part["roi"]
+                    part["keypoints"], part["box"], flip, part["nodes"], part["roi"]
                 )
                 log.info("heatmap graphs %s: %d instances", split, len(self.datasets[split]))
             if split not in self.datasets:

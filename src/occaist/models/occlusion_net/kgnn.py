@@ -436,6 +436,11 @@ class KeypointGraphNet(nn.Module):
         replace: ``"occluded"`` outputs heatmap keypoints for predicted-visible nodes and ``V'``
             for predicted-occluded ones; ``"all"`` outputs ``V'`` everywhere (upstream).
         visibility_threshold: node visibility probability above which a node is visible.
+        decoder_edges: the type weights ``q_ij`` of the decoder's messages: ``"edge"`` (paper)
+            the encoder's edge probabilities (``e_ij = 1`` iff both ends visible, so every
+            message into an occluded node has type 0, whatever its sender); ``"sender"`` (ours)
+            the sender's soft node visibility ``(1 - vis_i, vis_i)``, so an occluded node tells
+            messages from visible nodes from those of occluded ones.
         camera_3d: ``"regressed"`` (paper, upstream): the 3D-KGNN's last layer gives the camera
             ``(s, t, q)``; ``"fitted"`` (ours): it gives ``beta`` and one weight per node, and
             the weak-perspective camera is fitted in closed form (:func:`fit_camera`) to the
@@ -461,12 +466,16 @@ class KeypointGraphNet(nn.Module):
         replace: str = "occluded",
         visibility_threshold: float = 0.5,
         camera_3d: str = "regressed",
+        decoder_edges: str = "edge",
     ) -> None:
         super().__init__()
         if input_3d not in ("refined", "heatmap"):
             raise ValueError(f"input_3d must be 'refined' or 'heatmap', got {input_3d!r}")
         if replace not in ("occluded", "all"):
             raise ValueError(f"replace must be 'occluded' or 'all', got {replace!r}")
+        if decoder_edges not in ("edge", "sender"):
+            raise ValueError(f"decoder_edges must be 'edge' or 'sender', got {decoder_edges!r}")
+        self.decoder_edges = decoder_edges
         self.num_keypoints = num_keypoints
         self.use_type = use_type
         self.input_3d = input_3d
@@ -518,7 +527,11 @@ class KeypointGraphNet(nn.Module):
         """
         edge_logits = self.encoder(nodes)
         visibility = node_visibility(edge_logits, self.encoder.send, self.num_keypoints)
-        refined = self.decoder(nodes, edge_logits)
+        if self.decoder_edges == "sender":
+            sender = visibility[:, self.encoder.send].clamp(1e-6, 1 - 1e-6)  # (N, E)
+            refined = self.decoder(nodes, torch.stack([(1 - sender).log(), sender.log()], -1))
+        else:
+            refined = self.decoder(nodes, edge_logits)
         heat_xy, refined_xy = nodes[..., :2], refined[..., :2]
         if self.replace == "occluded":
             visible = (visibility > self.visibility_threshold)[..., None]

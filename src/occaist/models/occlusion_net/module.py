@@ -307,6 +307,10 @@ class OcclusionGraphNet(GraphHeadModule):
         loss_weights: weights of ``loss_edges``, ``loss_occluded``, ``loss_reprojection``.
         reprojection_target, reprojection_exclude, reprojection_detach: see
             ``losses.reprojection_loss``.
+        refine_loss_nodes: the nodes whose ``V'`` ``loss_occluded`` pulls to the ground truth:
+            ``"occluded"`` (upstream's annotated loss) or ``"labelled"`` (ours: visible ones
+            too, so ``V'`` stays sound on a visible node the encoder calls occluded, which
+            ``replace=occluded`` then outputs).
         alpha, keypoints, noise_sigmas: evaluation (see :class:`OcclusionNet`).
     """
 
@@ -326,11 +330,16 @@ class OcclusionGraphNet(GraphHeadModule):
         reprojection_target: str = "refined",
         reprojection_exclude: list[int] = (8, 13),
         reprojection_detach: bool = False,
+        refine_loss_nodes: str = "occluded",
         alpha: float = 0.1,
         keypoints: list[int] = EVALUATED_KEYPOINTS,
         noise_sigmas: list[float] = (0.0, 0.025, 0.05, 0.1),
     ) -> None:
         super().__init__()
+        if refine_loss_nodes not in ("occluded", "labelled"):
+            raise ValueError(
+                f"refine_loss_nodes must be occluded or labelled: {refine_loss_nodes}"
+            )
         self.save_hyperparameters(logger=False, ignore=["graph_head"])
         self.graph_head = graph_head
         self.loss_weights = dict(loss_weights or {})
@@ -358,9 +367,10 @@ class OcclusionGraphNet(GraphHeadModule):
         gt_roi = image_to_roi(kps[..., :2], rois)
         visible, occluded = kps[..., 2] == VISIBLE, kps[..., 2] == OCCLUDED
         enc, hp = self.graph_head.encoder, self.hparams
+        refine = occluded | visible if hp.refine_loss_nodes == "labelled" else occluded
         losses = {
             "loss_edges": edge_loss(out["edge_logits"], visible, enc.send, enc.receive),
-            "loss_occluded": masked_l2(out["refined"][..., :2], gt_roi, occluded),
+            "loss_occluded": masked_l2(out["refined"][..., :2], gt_roi, refine),
         }
         if "keypoints_3d" in out:
             losses["loss_reprojection"] = reprojection_loss(
