@@ -204,3 +204,72 @@ def test_graph_module_refine_loss_over_occluded_or_all_labelled_nodes(nodes: str
     assert torch.isclose(loss, torch.tensor(expect))
     with pytest.raises(ValueError, match="refine_loss_nodes"):
         OcclusionGraphNet(head, partial(torch.optim.Adam), refine_loss_nodes="visible")
+
+
+def test_shape_resampling_keeps_errors_and_labels_and_changes_the_car() -> None:
+    """``shape_augment``: the new ground truth is another car of the basis under the same
+    camera (fitting it again gives a residual as small as before), each node keeps its error
+    in the ROI frame, labels and unlabelled points stay, and probability 0 is the identity."""
+    from occaist.geometry.quaternion import quaternion_rotate
+    from occaist.geometry.shape_fit import fit_shape_basis
+    from occaist.models.occlusion_net.kgnn import image_to_roi
+    from occaist.models.occlusion_net.stand_in import resample_shapes
+
+    g = torch.Generator().manual_seed(0)
+    mean = torch.randn(14, 3, generator=g)
+    basis = torch.linalg.qr(torch.randn(42, 3, generator=g))[0].T.reshape(3, 14, 3)
+    sigma = torch.tensor([0.3, 0.2, 0.1])
+    shape = mean + torch.einsum(
+        "b,bkc->kc", torch.randn(3, generator=g), basis * sigma[:, None, None]
+    )
+    quat = torch.nn.functional.normalize(torch.randn(4, 4, generator=g), dim=-1)
+    xy = 20 * quaternion_rotate(shape.expand(4, 14, 3), quat)[..., :2] + 100
+    kps = torch.cat([xy, torch.full((4, 14, 1), 2.0)], -1)
+    kps[:, 5, 2] = 1.0
+    kps[:, 6] = 0.0  # unlabelled
+    rois = torch.tensor([[50.0, 60.0, 150.0, 140.0]]).expand(4, 4)
+    nodes = image_to_roi(xy, rois) + 0.1 * torch.randn(4, 14, 2, generator=g)
+    new_kps, new_nodes = resample_shapes(kps, nodes, rois, mean, basis, sigma, 1.0, g)
+    assert torch.equal(new_kps[..., 2], kps[..., 2])
+    assert torch.equal(new_kps[:, 6], kps[:, 6]) and torch.equal(new_nodes[:, 6], nodes[:, 6])
+    err_old = nodes - image_to_roi(kps[..., :2], rois)
+    err_new = new_nodes - image_to_roi(new_kps[..., :2], rois)
+    labelled = kps[..., 2] > 0
+    assert torch.allclose(err_new[labelled], err_old[labelled], atol=1e-4)
+    moved = (new_kps[..., :2] - kps[..., :2]).norm(dim=-1)[labelled]
+    assert moved.mean() > 0.5  # another car (pixels; the car is about 40 px wide)
+    w = labelled.double().numpy()
+    refit = fit_shape_basis(new_kps[..., :2].double().numpy(), w, mean, basis, sigma)
+    assert refit["residual"].max() < 0.2  # px: in the basis (up to the ridge), same camera model
+    same_kps, same_nodes = resample_shapes(kps, nodes, rois, mean, basis, sigma, 0.0, g)
+    assert torch.equal(same_kps, kps) and torch.equal(same_nodes, nodes)
+
+
+def test_graph_module_shape_augment_needs_the_basis_and_moves_training_graphs(tmp_path) -> None:
+    """``shape_augment`` refuses a graph head without the shape basis; with it, a training
+    batch of heatmap graphs gets other ground truths with the nodes moved alike."""
+    from functools import partial
+
+    from occaist.geometry.shape_basis import ShapeBasis
+    from occaist.models.occlusion_net.module import OcclusionGraphNet
+
+    with pytest.raises(ValueError, match="shape basis"):
+        OcclusionGraphNet(
+            KeypointGraphNet(encoder_hidden=8, decoder_hidden=8, use_3d=False),
+            partial(torch.optim.Adam), shape_augment=0.5,
+        )  # fmt: skip
+    rng = np.random.default_rng(0)
+    shapes = rng.normal(size=(30, 14, 3)) * 0.1 + rng.normal(size=(1, 14, 3))
+    path = tmp_path / "basis.npz"
+    ShapeBasis.fit(shapes, 3, FLIP_PERMUTATION, 2).save(path)
+    head = KeypointGraphNet(encoder_hidden=8, decoder_hidden=8, hidden_3d=8, shape_basis=path)
+    module = OcclusionGraphNet(head, partial(torch.optim.Adam), shape_augment=1.0)
+    kps = torch.cat([torch.rand(2, 14, 2) * 50 + 25, torch.full((2, 14, 1), 2.0)], -1)
+    rois = torch.tensor([[20.0, 20.0, 80.0, 80.0]] * 2)
+    nodes = torch.cat([torch.rand(2, 14, 2) * 2 - 1, torch.rand(2, 14, 1)], -1)
+    batch = {"keypoints": kps, "box": rois, "roi": rois, "nodes": nodes}
+    out = module._augment(batch)
+    delta_kp = (out["keypoints"] - kps)[..., :2] * 2 / 60  # in ROI units
+    assert delta_kp.abs().max() > 1e-3
+    assert torch.allclose(out["nodes"][..., :2] - nodes[..., :2], delta_kp, atol=1e-5)
+    assert torch.equal(out["nodes"][..., 2], nodes[..., 2])

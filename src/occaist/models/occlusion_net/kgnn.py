@@ -286,6 +286,12 @@ class GraphEncoder3D(_EdgeStack):
     ``p = s R(q) W [:, :2] + t`` with ``s = softplus(.)`` positive and ``q`` normalised (both
     unconstrained upstream), then ``p_y *= w / h`` into the anisotropic ROI frame.
 
+    ``camera="fitted"`` (ours): the last layer gives ``beta`` and one weight ``w_k`` in (0, 1)
+    per node instead of the camera; the shape and camera are then fitted to ``points`` in closed
+    form, differentiably (``fit_iterations`` alternations of :func:`fit_camera` and
+    :func:`fit_beta`, whose ridge pulls ``beta`` towards the network's), the least-squares
+    baseline of ``occaist.geometry.shape_fit`` with learned weights and start.
+
     Deviation (conditioning only): the output layer starts with weights 100x smaller than
     Xavier and a bias at the identity camera (``s = 1``, ``q = (1, 0, 0, 0)``, ``beta = 0``), so
     the first projection is the mean shape filling the ROI rather than a random camera.
@@ -308,8 +314,10 @@ class GraphEncoder3D(_EdgeStack):
         dropout: float,
         factor: bool = False,
         camera: str = "regressed",
+        fit_iterations: int = 3,
     ) -> None:
         super().__init__(mean.shape[0], n_in, n_hid, dropout, factor)
+        self.fit_iterations = fit_iterations
         if camera not in CAMERA_MODES:
             raise ValueError(f"camera must be one of {CAMERA_MODES}, got {camera!r}")
         self.camera = camera
@@ -357,13 +365,52 @@ class GraphEncoder3D(_EdgeStack):
             weights = torch.sigmoid(params[:, self.num_basis :])
             target = nodes[..., :2] if points is None else points
             target = torch.stack([target[..., 0], target[..., 1] / aspect[:, None]], dim=-1)
+            components = self.basis * self.sigma[:, None, None]
+            iterations = self.fit_iterations if self.num_basis else 0
+            for _ in range(iterations):  # alternate: camera, then beta in closed form
+                scale, rotation, translation = fit_camera(shape, target, weights)
+                beta = fit_beta(
+                    beta, self.mean, components, scale, rotation, translation, target, weights
+                )
+                shape = self.mean[None] + torch.einsum("nb,bkc->nkc", beta, components)
             scale, rotation, translation = fit_camera(shape, target, weights)
             rotated = torch.einsum("nij,nkj->nki", rotation, shape)
-            out.update(rotation=rotation, weights=weights)
+            out.update(beta=beta, shape=shape, rotation=rotation, weights=weights)
         proj = scale[:, None, None] * rotated + translation[:, None, :]
         proj = torch.stack([proj[..., 0], proj[..., 1] * aspect[:, None]], dim=-1)
         out.update(scale=scale, translation=translation, projection=proj)
         return out
+
+
+def fit_beta(
+    prior: Tensor,
+    mean: Tensor,
+    components: Tensor,
+    scale: Tensor,
+    rotation: Tensor,
+    translation: Tensor,
+    points: Tensor,
+    weights: Tensor,
+    ridge: float = 1e-2,
+) -> Tensor:
+    """Shape coefficients ``(N, B)`` given the camera, in closed form (differentiable):
+    ``argmin_beta sum_k w_k ||s R (b_0 + sum_j beta_j c_j)_k + t - p_k||^2
+    + lambda ||beta - prior||^2``, ``c_j = sigma_j b_j`` ``(B, K, 3)``, ``lambda`` = ``ridge``
+    times the mean diagonal of the normal equations (as ``occaist.geometry.shape_fit``)."""
+    n, b = prior.shape
+    resid = (
+        points
+        - translation[:, None]
+        - scale[:, None, None] * torch.einsum("nij,kj->nki", rotation, mean)
+    )  # (N, K, 2)
+    design = scale[:, None, None, None] * torch.einsum("nij,bkj->nkib", rotation, components)
+    a = design.reshape(n, -1, b)  # (N, 2K, B)
+    w = weights.repeat_interleave(2, dim=1)[..., None]  # (N, 2K, 1)
+    ata = a.transpose(1, 2) @ (w * a)
+    atr = a.transpose(1, 2) @ (w * resid.reshape(n, -1, 1))
+    lam = ridge * ata.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-8)[:, None, None]
+    eye = torch.eye(b, dtype=ata.dtype, device=ata.device)
+    return torch.linalg.solve(ata + lam * eye, atr + lam * prior[..., None])[..., 0]
 
 
 def fit_camera(

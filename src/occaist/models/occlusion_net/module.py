@@ -38,7 +38,11 @@ from occaist.models.occlusion_net.losses import (
     weighted_sum,
 )
 from occaist.models.occlusion_net.schedule import param_groups, warmup
-from occaist.models.occlusion_net.stand_in import detector_like_graph, jitter_boxes
+from occaist.models.occlusion_net.stand_in import (
+    detector_like_graph,
+    jitter_boxes,
+    resample_shapes,
+)
 from occaist.utils.logging import RankedLogger
 
 log = RankedLogger(__name__)
@@ -311,6 +315,10 @@ class OcclusionGraphNet(GraphHeadModule):
             ``"occluded"`` (upstream's annotated loss) or ``"labelled"`` (ours: visible ones
             too, so ``V'`` stays sound on a visible node the encoder calls occluded, which
             ``replace=occluded`` then outputs).
+        shape_augment: probability that a training instance becomes another car of the shape
+            basis with the same errors, camera and visibilities
+            (:func:`~occaist.models.occlusion_net.stand_in.resample_shapes`; ours, 0 = off);
+            needs the 3D-KGNN's shape basis.
         alpha, keypoints, noise_sigmas: evaluation (see :class:`OcclusionNet`).
     """
 
@@ -331,11 +339,14 @@ class OcclusionGraphNet(GraphHeadModule):
         reprojection_exclude: list[int] = (8, 13),
         reprojection_detach: bool = False,
         refine_loss_nodes: str = "occluded",
+        shape_augment: float = 0.0,
         alpha: float = 0.1,
         keypoints: list[int] = EVALUATED_KEYPOINTS,
         noise_sigmas: list[float] = (0.0, 0.025, 0.05, 0.1),
     ) -> None:
         super().__init__()
+        if shape_augment > 0 and graph_head.encoder3d is None:
+            raise ValueError("shape_augment needs the shape basis of the 3D-KGNN (use_3d=true)")
         if refine_loss_nodes not in ("occluded", "labelled"):
             raise ValueError(
                 f"refine_loss_nodes must be occluded or labelled: {refine_loss_nodes}"
@@ -379,7 +390,25 @@ class OcclusionGraphNet(GraphHeadModule):
             )  # fmt: skip
         return losses
 
+    def _augment(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Training batches with ``shape_augment``: other cars, the same errors."""
+        prob = self.hparams.shape_augment
+        if prob <= 0:
+            return batch
+        enc = self.graph_head.encoder3d
+        kps = batch["keypoints"]
+        if "nodes" in batch:
+            nodes, rois = batch["nodes"], batch["roi"]
+            kps, xy = resample_shapes(
+                kps, nodes[..., :2], rois, enc.mean, enc.basis, enc.sigma, prob
+            )
+            return {**batch, "keypoints": kps, "nodes": torch.cat([xy, nodes[..., 2:]], -1)}
+        zeros = kps.new_zeros(*kps.shape[:2], 2)
+        kps, _ = resample_shapes(kps, zeros, batch["box"], enc.mean, enc.basis, enc.sigma, prob)
+        return {**batch, "keypoints": kps}
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        batch = self._augment(batch)
         rois, out = self._forward(batch)
         return self._log_losses(self.losses(out, batch, rois), len(batch["box"]))
 

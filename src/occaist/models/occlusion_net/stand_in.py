@@ -30,7 +30,7 @@ from torch import Tensor
 from occaist.data.keypoints import FLIP_PERMUTATION, OCCLUDED
 from occaist.models.occlusion_net.kgnn import KeypointGraphNet, image_to_roi
 
-__all__ = ["detector_like_graph", "jitter_boxes"]
+__all__ = ["detector_like_graph", "jitter_boxes", "resample_shapes"]
 
 
 def jitter_boxes(
@@ -87,3 +87,57 @@ def detector_like_graph(
     roi = torch.where(labelled[..., None], image_to_roi(noisy, boxes), torch.zeros_like(xy))
     conf = torch.where(labelled, conf, torch.zeros_like(conf))
     return graph_head.make_nodes(roi, conf)
+
+
+def resample_shapes(
+    keypoints: Tensor,
+    nodes_xy: Tensor,
+    rois: Tensor,
+    mean: Tensor,
+    basis: Tensor,
+    sigma: Tensor,
+    prob: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Shape augmentation of input graphs (ours): the same errors on another car.
+
+    The demo world trains on few distinct cars (11 in its three training sequences), so a graph
+    net learns their shapes rather than the shape space. For each instance (with probability
+    ``prob``) the shape basis and a weak-perspective camera are fitted to its labelled
+    ground-truth keypoints (:func:`~occaist.geometry.shape_fit.fit_shape_basis`), the
+    coefficients are redrawn from the basis prior (``beta ~ N(0, I)`` in units of ``sigma``)
+    and the new ground truth is the new shape seen by the same camera plus the old fit's
+    residual; every input node moves with its keypoint, so the heatmap network's errors, the
+    confidences and the visibility labels of the instance are kept.
+
+    Args:
+        keypoints: ``(N, K, 3)`` ground truth (pixels, COCO ``v``).
+        nodes_xy: ``(N, K, 2)`` input nodes in the ROI frame of ``rois`` ``(N, 4)``.
+        mean, basis, sigma: the shape basis ``(K, 3)``, ``(B, K, 3)``, ``(B,)``.
+
+    Returns:
+        The new ``keypoints`` and ``nodes_xy``; unlabelled keypoints and their nodes unchanged.
+    """
+    from occaist.geometry.shape_fit import fit_shape_basis
+
+    labelled = keypoints[..., 2] > 0
+    gt = keypoints[..., :2].detach().double().cpu().numpy()
+    fit = fit_shape_basis(
+        gt, labelled.double().cpu().numpy(), mean.double().cpu().numpy(),
+        basis.double().cpu().numpy(), sigma.double().cpu().numpy(),
+    )  # fmt: skip
+    n, b = fit["beta"].shape
+    beta = torch.randn(n, b, generator=generator, dtype=torch.float64)
+    components = basis.double().cpu() * sigma.double().cpu()[:, None, None]
+    shape = mean.double().cpu()[None] + torch.einsum("nb,bkc->nkc", beta, components)
+    rot = torch.as_tensor(fit["rotation"])
+    proj = torch.as_tensor(fit["scale"])[:, None, None] * torch.einsum("nij,nkj->nki", rot, shape)
+    proj = proj + torch.as_tensor(fit["translation"])[:, None]
+    new_gt = proj + torch.as_tensor(gt - fit["projection"])  # keep the old fit's residual
+    move = torch.rand(n, generator=generator) < prob
+    change = (move[:, None] & labelled.cpu())[..., None]
+    delta = torch.where(change, new_gt - torch.as_tensor(gt), torch.zeros_like(new_gt))
+    delta = delta.to(keypoints)
+    side = (rois[:, 2:] - rois[:, :2]).clamp_min(1e-6)[:, None]
+    new_kps = torch.cat([keypoints[..., :2] + delta, keypoints[..., 2:]], dim=-1)
+    return new_kps, nodes_xy + 2.0 * delta / side
