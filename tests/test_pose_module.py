@@ -68,6 +68,7 @@ def test_fast_dev_run_of_each_experiment_writes_the_report(
     assert torch.isfinite(torch.tensor(metrics["train/loss"]))
     assert {"train/loss_projection", "train/loss_reg", "test/add", "test/adds"} <= set(metrics)
     assert objects["model"].augmenter is not None if "dr" in experiment else True
+    assert (objects["model"].randomizer is not None) == ("dr" in experiment)
     rows = list(csv.DictReader((tmp_path / "run" / "eval" / "pose_accuracy.csv").open()))
     assert {r["method"] for r in rows} == {"model", "mean training pose"}
     samples = list(csv.DictReader((tmp_path / "run" / "eval" / "pose_samples.csv").open()))
@@ -124,3 +125,78 @@ def test_silhouette_panels_reach_tensorboard(tiny_world: Path, tmp_path: Path) -
     events.Reload()
     images = events.Images("train/silhouettes")
     assert len(images) == 2 and images[0].width > 32  # a grid of several 32-pixel panels
+
+
+def _blob_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two 24-pixel images: a two-coloured square object (left half red, right half blue) on a
+    background of one odd grey that no texture draws exactly."""
+    image = torch.full((2, 3, 24, 24), 0.123)
+    mask = torch.zeros(2, 1, 24, 24)
+    mask[:, :, 6:18, 6:18] = 1
+    image[:, :, 6:18, 6:12] = torch.tensor([0.8, 0.1, 0.1])[:, None, None]
+    image[:, :, 6:18, 12:18] = torch.tensor([0.1, 0.1, 0.8])[:, None, None]
+    return image, mask
+
+
+def test_randomizer_replaces_the_background_and_leaves_the_object_alone_when_told() -> None:
+    from occaist.models.pose_regression.randomization import DomainRandomizer
+
+    torch.manual_seed(0)
+    image, mask = _blob_batch()
+    out = DomainRandomizer(p_background=1.0, p_object=0.0)(image, mask)
+    inside, outside = mask.bool().expand_as(image), ~mask.bool().expand_as(image)
+    assert torch.equal(out[inside], image[inside])  # the object (and so its pose) is untouched
+    assert (out[outside] - 0.123).abs().min() > 1e-6  # every background pixel is new
+    assert out.min() >= 0 and out.max() <= 1
+    again = DomainRandomizer(p_background=1.0, p_object=0.0)(image, mask)
+    assert not torch.allclose(again[outside], out[outside])  # fresh at every call
+
+
+def test_randomizer_recolours_the_object_only_and_keeps_its_parts_apart() -> None:
+    from occaist.models.pose_regression.randomization import DomainRandomizer
+
+    torch.manual_seed(1)
+    image, mask = _blob_batch()
+    out = DomainRandomizer(p_background=0.0, p_object=1.0, shading=0.0)(image, mask)
+    outside = ~mask.bool().expand_as(image)
+    assert torch.equal(out[outside], image[outside])
+    left, right = out[:, :, 6:18, 6:12], out[:, :, 6:18, 12:18]
+    assert not torch.allclose(left, image[:, :, 6:18, 6:12], atol=0.02)
+    # each part changes as a whole (one colour per part), and the two parts stay different
+    assert torch.allclose(left, left[:, :, :1, :1].expand_as(left), atol=1e-6)
+    assert ((left[:, :, 0, 0] - right[:, :, 0, 0]).abs().sum(1) > 0.2).all()
+
+
+def test_hue_rotation_turns_about_the_grey_axis() -> None:
+    from occaist.models.pose_regression.randomization import _rotate_hue
+
+    rgb = torch.tensor([[1.0, 0.0, 0.0], [0.3, 0.3, 0.3]]).view(2, 3, 1, 1)
+    third = torch.full((2,), 2 * torch.pi / 3)
+    turned = _rotate_hue(rgb, third).view(2, 3)
+    assert torch.allclose(turned[0], torch.tensor([0.0, 1.0, 0.0]), atol=1e-6)  # red -> green
+    assert torch.allclose(turned[1], torch.tensor([0.3, 0.3, 0.3]), atol=1e-6)  # grey stays
+    assert torch.allclose(_rotate_hue(rgb, torch.zeros(2)), rgb)
+
+
+def test_training_step_feeds_the_network_the_randomised_batch(
+    tiny_world: Path, tmp_path: Path
+) -> None:
+    """pose_dr's randomiser is built from the config and its output is what the network sees."""
+    overrides = ["experiment=pose_dr", f"data.root={tiny_world / 'bop' / 'occaist'}",
+                 "data.train_split=train_plain", "~logger", "~callbacks",
+                 "trainer.max_steps=1", "test=false", "trainer.check_val_every_n_epoch=1000",
+                 "model.augment=false", *SMALL]  # fmt: skip
+    seen = []
+    with composed(overrides, output_dir=tmp_path) as cfg:
+        model = hydra.utils.instantiate(cfg.model)
+        model.net.register_forward_pre_hook(lambda _, args: seen.append(args[0].clone()))
+        data = hydra.utils.instantiate(cfg.data)
+        data.setup("fit")
+        batch = torch.utils.data.default_collate([data.data_train[i] for i in range(4)])
+        torch.manual_seed(0)
+        model.training_step(batch, 0)
+    assert type(model.randomizer).__name__ == "DomainRandomizer"
+    near = torch.nn.functional.max_pool2d(batch["mask"], 5, stride=1, padding=2)
+    outside = (near == 0).expand_as(batch["image"])  # away from the object's blurred edge
+    # the plain split's background is black; the network saw textures there
+    assert batch["image"][outside].max() < 0.05 and seen[0][outside].std() > 0.05

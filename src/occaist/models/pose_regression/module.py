@@ -2,9 +2,12 @@
 
 Training step (the seed's multi-task network and loss):
 
-1. optional on-the-fly photometric augmentation of the batch with kornia (colour jitter, blur,
-   noise; ``augment``), on whatever device the batch is on; the geometry is left unchanged so the
-   labels stay exact (the geometric domain randomisation is baked in the data, see
+1. optional on-the-fly domain randomisation of the batch (``randomizer``, a
+   :class:`~occaist.models.pose_regression.randomization.DomainRandomizer`: a fresh background,
+   object colours and light for every image at every step, from the image and its object mask),
+   then optional kornia photometric augmentation (colour jitter, blur, noise; ``augment``), both
+   on whatever device the batch is on; the geometry is left unchanged so the labels stay exact
+   (the randomisation baked in the ``train_dr`` split is the data's, see
    ``occaist.synth.writers.bop``);
 2. the network (:class:`~occaist.models.pose_regression.networks.PoseRegressionNet`) predicts
    box, location and rotation of the object in each image;
@@ -69,6 +72,8 @@ class PoseRegressor(pl.LightningModule):
         net: the network (box, centre, log depth and quaternion heads per object).
         optimizer: partial optimizer (``_partial_: true``), called with the parameters.
         scheduler: partial LR scheduler (stepped per step) or None.
+        randomizer: on-the-fly domain randomisation ``(image, mask) -> image`` of the training
+            batches, or None (a module without weights, so it is not saved in the checkpoint).
         num_objects: object classes (heads; size of the baseline buffers).
         image_size: input side ``S`` (the data's ``image_size``).
         lambda_box, lambda_rotation, lambda_translation, lambda_projection, lambda_reg: the
@@ -87,6 +92,7 @@ class PoseRegressor(pl.LightningModule):
         net: nn.Module,
         optimizer: Any,
         scheduler: Any = None,
+        randomizer: nn.Module | None = None,
         num_objects: int = 3,
         image_size: int = 64,
         lambda_box: float = 1.0,
@@ -103,8 +109,9 @@ class PoseRegressor(pl.LightningModule):
         image_log_every_n_steps: int = 0,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(logger=False, ignore=["net"])
+        self.save_hyperparameters(logger=False, ignore=["net", "randomizer"])
         self.net = net
+        self.randomizer = randomizer
         self.augmenter = _photometric_augmentation(augment_strength) if augment else None
         for split in _SPLITS:
             setattr(self, f"{split}_add", ADD(add_fraction))
@@ -162,6 +169,8 @@ class PoseRegressor(pl.LightningModule):
     # ----------------------------------------------------------------------------- training
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         image = batch["image"]
+        if self.randomizer is not None:
+            image = self.randomizer(image, batch["mask"])
         if self.augmenter is not None:
             image = self.augmenter(image).clamp(0, 1)
         pred = self(image, batch["K"], batch["obj_index"], batch["diameter"])
