@@ -28,6 +28,7 @@ def test_stages_without_and_with_an_aist_generator(tmp_path: Path) -> None:
         stages = build_stages(cfg, tmp_path)
     by_name = {s.name: s for s in stages}
     assert "stylize_bop" in by_name and "train_dr_aist_s12345" in by_name
+    assert by_name["stylize_bop"].config["splits"] == ["train_plain"]  # what aist runs train on
     train = by_name["train_aist_s12345"]
     assert "stylize_bop" in train.config["upstream"]
     assert any("stylize_bop" in o for o in train.config["overrides"])
@@ -69,6 +70,15 @@ def test_stylize_bop_changes_only_the_objects_pixels(tiny_world: Path, tmp_path:
             src / scene / name
         ).read_bytes()
     assert (dst / "test").is_dir() and (dst / "models" / "models_info.json").is_file()
+    # images go through G in batches; a batch gives each image what it gives it alone
+    one = tmp_path / "one" / "bop" / "occaist"
+    (tmp_path / "stage1").mkdir()
+    _stylize_bop(tmp_path / "G.ckpt", src, one, tmp_path / "stage1", ["train_dr"], batch_size=1)
+    assert json.loads((tmp_path / "stage1" / "counts.json").read_text()) == {"train_dr": 12}
+    assert not (one / "train_plain_aist").exists()
+    for path in sorted((dst / "train_dr_aist").glob("*/rgb/*.png")):
+        single = np.asarray(Image.open(one / path.relative_to(dst)), dtype=int)
+        assert np.abs(single - np.asarray(Image.open(path), dtype=int)).max() <= 1
 
 
 def _fake_eval(study: Path, run: str, seed: int, add: float) -> None:

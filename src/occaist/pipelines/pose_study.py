@@ -82,8 +82,14 @@ def build_stages(cfg: DictConfig, study_dir: Path) -> list[Stage]:
         stage = add(
             Stage(
                 "stylize_bop",
-                {"ckpt": str(cfg.aist_ckpt), "upstream": dict(upstream)},
-                lambda d: _stylize_bop(Path(cfg.aist_ckpt), world / BOP, stylized, d),
+                {
+                    "ckpt": str(cfg.aist_ckpt),
+                    "splits": list(cfg.aist_splits),
+                    "upstream": dict(upstream),
+                },
+                lambda d: _stylize_bop(
+                    Path(cfg.aist_ckpt), world / BOP, stylized, d, list(cfg.aist_splits)
+                ),
                 outputs=["counts.json"],
             )
         )
@@ -172,10 +178,18 @@ def _generate_world(root: Path, preset: str, seed: int, stage_dir: Path) -> None
     (stage_dir / "world.json").write_bytes((root / "world.json").read_bytes())
 
 
-def _stylize_bop(ckpt: Path, src: Path, dst: Path, stage_dir: Path) -> None:
-    """A BOP copy whose ``train_plain_aist`` / ``train_dr_aist`` splits hold G(x) of the plain and
-    DR images: the object (its visible mask as alpha) goes through the AIST generator and is
-    composited back over the image's own background; masks and poses are copied unchanged."""
+def _stylize_bop(
+    ckpt: Path,
+    src: Path,
+    dst: Path,
+    stage_dir: Path,
+    splits: Sequence[str] = ("train_plain", "train_dr"),
+    batch_size: int = 32,
+) -> None:
+    """A BOP copy whose ``<split>_aist`` splits hold G(x) of the ``splits``' images: the object
+    (its visible mask as alpha) goes through the AIST generator and is composited back over the
+    image's own background; masks and poses are copied unchanged. ``batch_size`` renders go
+    through G at once, without autograd (37 ms an image at 64 px on one thread)."""
     import numpy as np
     import torch
     from PIL import Image
@@ -191,23 +205,30 @@ def _stylize_bop(ckpt: Path, src: Path, dst: Path, stage_dir: Path) -> None:
         if (src / name).exists():
             shutil.copytree(src / name, dst / name)
     tmp = stage_dir / "rgba"
+    tmp.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
-    for split in ("train_plain", "train_dr"):
+    for split in splits:
         out_split = dst / f"{split}_aist"
         shutil.copytree(src / split, out_split)
-        for rgb_path in sorted(out_split.glob("*/rgb/*.png")):
-            scene, im = rgb_path.parents[1], rgb_path.stem
-            with Image.open(rgb_path) as img:
-                rgb = np.asarray(img.convert("RGB"))
-            with Image.open(scene / "mask_visib" / f"{im}_000000.png") as img:
-                alpha = np.asarray(img.convert("L"))
-            tmp.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(tmp / "x.png")
-            styled = stylize_batch(generator, [tmp / "x.png"], size, torch.device("cpu"))[0]
-            a = alpha[..., None].astype(np.float32) / 255.0
-            out = styled[..., :3].astype(np.float32) * a + rgb.astype(np.float32) * (1 - a)
-            Image.fromarray(out.round().clip(0, 255).astype(np.uint8)).save(rgb_path)
-            counts[split] = counts.get(split, 0) + 1
+        paths = sorted(out_split.glob("*/rgb/*.png"))
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start : start + batch_size]
+            images, alphas, rgba = [], [], []
+            for k, rgb_path in enumerate(chunk):
+                scene, im = rgb_path.parents[1], rgb_path.stem
+                with Image.open(rgb_path) as img:
+                    images.append(np.asarray(img.convert("RGB")))
+                with Image.open(scene / "mask_visib" / f"{im}_000000.png") as img:
+                    alphas.append(np.asarray(img.convert("L")))
+                rgba.append(tmp / f"{k}.png")
+                Image.fromarray(np.dstack([images[-1], alphas[-1]]), "RGBA").save(rgba[-1])
+            with torch.inference_mode():
+                styled = stylize_batch(generator, rgba, size, torch.device("cpu"))
+            for rgb_path, rgb, alpha, out in zip(chunk, images, alphas, styled, strict=True):
+                a = alpha[..., None].astype(np.float32) / 255.0
+                mixed = out[..., :3].astype(np.float32) * a + rgb.astype(np.float32) * (1 - a)
+                Image.fromarray(mixed.round().clip(0, 255).astype(np.uint8)).save(rgb_path)
+            counts[split] = counts.get(split, 0) + len(chunk)
     shutil.rmtree(tmp, ignore_errors=True)
     (stage_dir / "counts.json").write_text(json.dumps(counts, indent=2))
 
