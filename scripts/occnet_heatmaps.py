@@ -25,6 +25,10 @@ easier than the test ones: PCK@0.1 77.0 / 70.7 visible / occluded against 64.1 /
 demo world's test sequence).
 
     python scripts/occnet_heatmaps.py --root /tmp/occ/world/carfusion --out /tmp/occ/heatmaps.pt
+
+``--parts`` splits the work into shorter runs (``--parts test``, then ``--parts fold0 fold1``,
+...): each network's graphs and times are kept under ``<out>.parts/`` (delete it to start
+afresh), and the output is written by the run that completes the set.
 """
 
 from __future__ import annotations
@@ -226,31 +230,67 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale-jitter", type=float, default=0.1)
     p.add_argument("--color-jitter", type=float, default=0.2)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--parts", nargs="+", default=None,
+        help="compute only these of test, fold0, fold1, ... (default all); each is kept in "
+        "<out>.parts/ and the output is written once every part is there",
+    )  # fmt: skip
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
-    start = time.perf_counter()
+    names = ["test"] + [f"fold{f}" for f in range(args.folds)]
+    todo = args.parts or names
+    unknown = sorted(set(todo) - set(names))
+    if unknown:
+        raise SystemExit(f"unknown parts {unknown}; choose from {names}")
+    part_dir = Path(f"{args.out}.parts")
+    part_dir.mkdir(parents=True, exist_ok=True)
     train = _load(args.root, args.train)
-    test = _load(args.root, args.test)
-    log.info("%d training, %d test instances", len(train[1]), len(test[1]))
+    log.info("%d training instances", len(train[1]))
     evaluated = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12]
-    full = train_net(train, args, seed=0)
-    out = {"test": graphs(full, test, args, seed=1)}
-    log.info("test heatmaps PCK@0.1 %s", pck_of(out["test"], evaluated))
     fold = fold_of(train[4], args.folds, args.group)
-    parts = []
-    for f in range(args.folds):
-        fit = [t[fold != f] if isinstance(t, Tensor) else t for t in train[:4]]
-        held = [t[fold == f] if isinstance(t, Tensor) else t for t in train[:4]]
-        log.info("fold %d: %d fitted, %d held out", f, int((fold != f).sum()), len(held[1]))
-        net = train_net(fit, args, seed=10 + f) if args.folds > 1 else full
-        for draw in range(args.train_draws):
-            parts.append(graphs(net, held, args, seed=100 + 10 * f + draw))
-    out["train"] = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    for name in todo:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        if name == "test":
+            test = _load(args.root, args.test)
+            full = train_net(train, args, seed=0)
+            result = graphs(full, test, args, seed=1)
+            log.info(
+                "%d test instances, heatmaps PCK@0.1 %s", len(test[1]), pck_of(result, evaluated)
+            )
+        else:
+            f = int(name[4:])
+            fit = [t[fold != f] if isinstance(t, Tensor) else t for t in train[:4]]
+            held = [t[fold == f] if isinstance(t, Tensor) else t for t in train[:4]]
+            if args.folds == 1:  # no cross-fitting: the network of every training instance
+                fit = train[:4]
+            log.info("fold %d: %d fitted, %d held out", f, len(fit[1]), len(held[1]))
+            net = train_net(fit, args, seed=0 if args.folds == 1 else 10 + f)
+            draws = [
+                graphs(net, held, args, seed=100 + 10 * f + d) for d in range(args.train_draws)
+            ]
+            result = {k: torch.cat([d[k] for d in draws]) for k in draws[0]}
+            log.info("fold %d held-out heatmaps PCK@0.1 %s", f, pck_of(result, evaluated))
+        seconds = {"wall_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu_start}
+        with atomic_path(part_dir / f"{name}.pt") as tmp:
+            torch.save({"graphs": result, **seconds}, tmp)
+        log.info("part %s: %.0f s (%.0f s of CPU time)", name, seconds["wall_s"], seconds["cpu_s"])
+    if not all((part_dir / f"{n}.pt").is_file() for n in names):
+        log.info("parts missing in %s: output not written yet", part_dir)
+        return
+    done = {n: torch.load(part_dir / f"{n}.pt", weights_only=True) for n in names}
+    folds = [done[n]["graphs"] for n in names[1:]]
+    out = {
+        "test": done["test"]["graphs"],
+        "train": {k: torch.cat([p[k] for p in folds]) for k in folds[0]},
+    }
     log.info("held-out training heatmaps PCK@0.1 %s", pck_of(out["train"], evaluated))
     with atomic_path(args.out) as tmp:
         torch.save(out, tmp)
-    log.info("wrote %s in %.0f s", args.out, time.perf_counter() - start)
+    log.info(
+        "wrote %s; the %d networks took %.0f s (%.0f s of CPU time)", args.out, len(names),
+        sum(d["wall_s"] for d in done.values()), sum(d["cpu_s"] for d in done.values()),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
