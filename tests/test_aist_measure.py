@@ -76,6 +76,22 @@ def test_two_sample_auc_near_half_for_one_set_and_high_for_two():
     assert torch.equal(state, torch.random.get_rng_state())  # global RNG untouched
 
 
+def test_repeats_average_runs_of_other_seeds():
+    """``repeats`` averages independent runs (seeds ``seed + 1000 r``); repeat 0 is the single
+    run, so a measure with one repeat is unchanged."""
+    same = blobs(24, 7, (180, 40, 40))
+    other = blobs(24, 8, (160, 60, 50), noise=15.0)
+    one = dataclasses.replace(FAST, repeats=1)
+    runs = [
+        two_sample_auc(same, other, dataclasses.replace(one, seed=seed))["auc"]
+        for seed in (0, 1000)
+    ]
+    both = two_sample_auc(same, other, dataclasses.replace(FAST, repeats=2))
+    assert both["auc"] == pytest.approx(np.mean(runs))
+    assert both["auc_std"] == pytest.approx(np.std(runs))
+    assert two_sample_auc(same, other, one)["auc_std"] == 0.0
+
+
 def test_grey_generator_scores_worse_than_identity():
     renders = blobs(32, 2, (200, 60, 40))
     real = blobs(32, 3, (150, 70, 60), noise=10.0)
@@ -84,6 +100,27 @@ def test_grey_generator_scores_worse_than_identity():
     assert grey["colour_correlation"] == pytest.approx(0.0)
     assert identity["colour_correlation"] == pytest.approx(1.0)
     assert grey["stylisation_score"] < identity["stylisation_score"]
+    assert grey["two_sample_auc"] >= identity["two_sample_auc"]
+
+
+def test_trained_generator_keeps_the_alpha_of_the_renders():
+    """With ``keep_background`` a generator far from the identity (weights perturbed as training
+    would) still writes exactly the renders' foreground, which the alpha IoU reports as 1; the
+    same generator without it paints the background."""
+    x = blobs(4, 9, (200, 60, 40))
+    tensor = torch.from_numpy(x).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    ious = {}
+    for keep in (True, False):
+        torch.manual_seed(0)
+        g = ResnetGenerator(3, 3, 8, 2, output="residual", keep_background=keep)
+        with torch.no_grad():
+            for p in g.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+            out = to_uint8(g(tensor))
+        assert colour_correlation(x, out).mean() < 0.999  # it did change the colours
+        ious[keep] = alpha_iou(x, out)
+    assert np.allclose(ious[True], 1.0)
+    assert ious[False].mean() < 0.99
 
 
 def test_identity_start_generator_preserves_alpha_and_colour():

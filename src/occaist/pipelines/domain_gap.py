@@ -86,7 +86,8 @@ def domain_gap_report(
     rows = domain_gap_rows(originals, stylised, real, budget)
     for row in rows:
         row["budget"] = (
-            f"{budget.epochs} epochs, {budget.image_size}px, seed {budget.seed}, 2 folds"
+            f"{budget.epochs} epochs, {budget.image_size}px, seed {budget.seed}, 2 folds, "
+            f"mean of {budget.repeats} repeats"
         )
     shown = slice(0, 6)
     columns = {"original": originals[shown], **{k: v[shown] for k, v in stylised.items()}}
