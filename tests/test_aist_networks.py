@@ -98,3 +98,41 @@ def test_short_budget_switches_and_partial_from_config():
     with pytest.raises(ValueError, match="unknown network"):
         build_partial({"_target_": "os.system"}, ResnetGenerator)
     assert build_partial(None, PatchDiscriminator) is PatchDiscriminator
+
+
+def _car(paint: tuple[float, float, float]) -> torch.Tensor:
+    """A uniformly painted box on the black background, (1, 3, 32, 32) in [-1, 1]."""
+    x = torch.full((1, 3, 32, 32), -1.0)
+    x[:, :, 10:22, 6:26] = torch.tensor(paint).view(3, 1, 1)
+    return x
+
+
+def test_instance_norm_hides_the_paint_brightness_unless_input_skip():
+    """Why ``input_skip`` exists: the trunk's features of a bright and a dark car of one hue are
+    the same (instance norm divides out the scale), so without the skip G changes both alike;
+    with it, the last convolution sees the colour and can treat them differently."""
+    bright, dark = _car((0.6, -0.5, 0.6)), _car((-0.2, -0.75, -0.2))
+    torch.manual_seed(0)
+    plain = ResnetGenerator(3, 3, 8, 2, output="residual")
+    torch.manual_seed(0)
+    skip = ResnetGenerator(3, 3, 8, 2, output="residual", input_skip=True)
+    assert (skip(bright) - bright).abs().max() < 2e-3  # still the identity at initialisation
+    assert count_parameters(skip) == count_parameters(plain) + 3 * 3 * 7 * 7
+    assert "head.1.weight" in skip.state_dict() and "head.1.weight" not in plain.state_dict()
+    trunk = plain.model[:-2]  # everything before the last ReflPad + conv
+    a, b = trunk(bright), trunk(dark)
+    assert ((a - b).norm() / a.norm()) < 0.01
+    changes = {}
+    for name, gen in (("plain", plain), ("skip", skip)):
+        last = gen.head[1] if name == "skip" else gen.model[-1]
+        with torch.no_grad():
+            torch.manual_seed(1)
+            last.weight.normal_(0.0, 0.05)
+            residual = {
+                k: torch.atanh(gen(v).clamp(-0.999, 0.999)) - torch.atanh(v.clamp(-0.999, 0.999))
+                for k, v in (("bright", bright), ("dark", dark))
+            }
+        inside = (slice(None), slice(None), slice(12, 20), slice(8, 24))
+        changes[name] = (residual["bright"][inside] - residual["dark"][inside]).abs().max()
+    assert changes["plain"] < 0.01
+    assert changes["skip"] > 0.05

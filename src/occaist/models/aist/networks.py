@@ -16,9 +16,18 @@ Both follow junyanz/pytorch-CycleGAN-and-pix2pix (``resnet_9blocks``, ``basic`` 
   the network learns only the change of style (the background value -1 stays below the
   thesis's Alpha threshold unless ``r`` moves it by more than 0.7 in the atanh domain).
 * ``keep_background``: copy the input's background pixels (every RGB channel, or alpha, at
-  most 1/255 above -1: transparent after colour correction) to the output, so G(x) keeps the
-  silhouette exactly wherever the car stays non-black. Off upstream; the thesis's alpha loss
-  asks for the same thing softly.
+  most 1/255 above -1: transparent after colour correction) to the output, and give a
+  foreground pixel that turned black the darkest colour-corrected value (8-bit 1 in each
+  channel, as the data's colour correction does), so G(x) has exactly the silhouette of x.
+  Off upstream;
+  the thesis's alpha loss asks for the same thing softly.
+* ``input_skip``: the last 7x7 convolution takes the input image beside the features
+  (``ngf + c_in`` input channels). Instance normalisation divides every feature map by its
+  per-image spread, so the rest of the network sees where a colour changes but hardly what the
+  colour is: on a uniformly painted car on black, the first layer's normalised features are
+  the same for a dark and a bright car of one hue. Without the skip, a residual generator can
+  add shapes (a sheen along the edges) but not map one paint to another; with it, the change
+  can depend on the pixel's own colour. Off upstream.
 * ``upsampling``: ``"transposed"`` (upstream, stride-2 transposed convolutions) or
   ``"resize_conv"`` (nearest-neighbour x2 then a 3x3 convolution), which avoids the
   checkerboard pattern of uneven transposed-convolution overlap (Odena et al., Distill 2016).
@@ -45,6 +54,9 @@ GENERATOR_UPSAMPLINGS = ("transposed", "resize_conv")
 RESIDUAL_EPS = 1e-3
 #: Values at most this are background (transparent, RGB 0 after colour correction) in [-1, 1].
 BACKGROUND_MAX = -1.0 + 1.0 / 255.0
+#: The darkest foreground value after colour correction (8-bit 1) in [-1, 1]; ``keep_background``
+#: keeps the foreground at least this bright.
+FOREGROUND_MIN = -1.0 + 2.0 / 255.0
 
 
 def make_activation(name: str, negative_slope: float) -> nn.Module:
@@ -115,6 +127,7 @@ class ResnetGenerator(nn.Module):
             ``in_channels == out_channels``).
         upsampling: ``"transposed"`` (upstream) or ``"resize_conv"``.
         keep_background: copy the input's background to the output (module docstring).
+        input_skip: the last convolution also takes the input image (module docstring).
 
     Input (B, c_in, H, W) in [-1, 1] with H, W multiples of 4; output (B, c_out, H, W) in (-1, 1).
     """
@@ -130,6 +143,7 @@ class ResnetGenerator(nn.Module):
         output: str = "tanh",
         upsampling: str = "transposed",
         keep_background: bool = False,
+        input_skip: bool = False,
     ) -> None:
         super().__init__()
         if output not in GENERATOR_OUTPUTS:
@@ -160,11 +174,16 @@ class ResnetGenerator(nn.Module):
                 instance_norm(ngf * mult // 2),
                 make_activation(activation, negative_slope),
             ]
-        last = nn.Conv2d(ngf, out_channels, kernel_size=7)
-        layers += [nn.ReflectionPad2d(3), last]
+        last = nn.Conv2d(ngf + (in_channels if input_skip else 0), out_channels, kernel_size=7)
+        head: list[nn.Module] = [nn.ReflectionPad2d(3), last]
         if output == "tanh":
-            layers.append(nn.Tanh())
-        self.model = nn.Sequential(*layers)
+            head.append(nn.Tanh())
+        if input_skip:  # the head is applied to [features, x] in forward
+            self.model = nn.Sequential(*layers)
+            self.head = nn.Sequential(*head)
+        else:  # upstream's single Sequential (its state-dict keys)
+            self.model = nn.Sequential(*layers, *head)
+        self.input_skip = input_skip
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.output = output
@@ -179,14 +198,26 @@ class ResnetGenerator(nn.Module):
             raise ValueError(f"height and width must be multiples of 4, got {tuple(x.shape[-2:])}")
         if self.output == "residual":
             base = torch.atanh(x.float().clamp(-1.0 + RESIDUAL_EPS, 1.0 - RESIDUAL_EPS))
-            out = torch.tanh(base + self.model(x).float()).to(x.dtype)
+            out = torch.tanh(base + self._body(x).float()).to(x.dtype)
         else:
-            out = self.model(x)
+            out = self._body(x)
         if self.keep_background:
-            channels = x[:, 3:4] if x.shape[1] == 4 else x[:, :3]
-            background = channels.amax(dim=1, keepdim=True) <= BACKGROUND_MAX  # (B, 1, H, W)
-            out = torch.where(background, x.to(out.dtype), out)
+            mask = slice(3, 4) if x.shape[1] == 4 else slice(0, 3)  # alpha, or the RGB proxy
+            background = x[:, mask].amax(dim=1, keepdim=True) <= BACKGROUND_MAX  # (B, 1, H, W)
+            # a foreground pixel that turned black (or transparent) gets the colour-corrected
+            # minimum in its mask channels, as the data's colour correction does: (1, 1, 1)
+            dark = out[:, mask].amax(dim=1, keepdim=True) < FOREGROUND_MIN
+            lifted = out.clone()
+            lifted[:, mask] = out[:, mask].clamp_min(FOREGROUND_MIN)
+            out = torch.where(background, x.to(out.dtype), torch.where(dark, lifted, out))
         return out
+
+    def _body(self, x: Tensor) -> Tensor:
+        """The convolutional network (with its tanh in ``tanh`` output)."""
+        if self.input_skip:
+            features = self.model(x)
+            return self.head(torch.cat([features, x.to(features.dtype)], dim=1))
+        return self.model(x)
 
 
 def _upsample(in_channels: int, out_channels: int, mode: str) -> list[nn.Module]:
