@@ -147,3 +147,37 @@ def test_yaw_spread_keeps_the_candidates_winning_on_fixed_gt_shapes(tiny_world: 
     # ... while upstream's initialisation concentrates the wins on fewer candidates
     assert alive(upstream).float().mean() < alive(spread).float().mean(), upstream
     assert upstream.max(-1).values.mean() > spread.max(-1).values.mean() + 0.1, upstream
+
+
+def test_candidate_diagnostics_separate_a_lagging_student_from_a_flipped_winner() -> None:
+    """Views whose winner is the 180° yaw flip count against the winner but not against the best
+    candidate; a student between the candidates agrees with none of them. The alignment in use
+    (``q_ref``, a 40° tilt) is applied to the candidates as to the student."""
+    from occaist.evaluation.point_clouds import PointCloudEvaluator
+
+    ref = _turn([1.0, 0.0, 0.0], 40.0)
+    gt = _random_quaternions(8, seed=3)
+    flip = _turn([0.0, 1.0, 0.0], 180.0)
+    side = _turn([0.0, 1.0, 0.0], 50.0)
+    records = []
+    for m in range(2):
+        g = gt[4 * m : 4 * m + 4]
+        raw_true = quaternion_multiply(g, ref.expand(4, 4))  # aligned: exactly g
+        raw_flip = quaternion_multiply(quaternion_multiply(g, flip.expand(4, 4)), ref.expand(4, 4))
+        raw_side = quaternion_multiply(quaternion_multiply(g, side.expand(4, 4)), ref.expand(4, 4))
+        candidates = torch.stack((raw_true, raw_flip), dim=1)  # (4, 2, 4)
+        wins = [0, 1, 1, 1] if m == 0 else [0, 0, 0, 1]  # 4 of 8 views pick the flip
+        student = raw_side if m == 0 else raw_true  # model 0: 50° off every candidate
+        errors = quaternion_angle_deg(quaternion_multiply(student, quaternion_conjugate(ref)), g)
+        record = {"model_id": f"m{m}", "views": 4, "mask_xor": 0.0, "acc": 0.0}
+        record.update(raw_pose=student.tolist(), gt_pose=g.tolist(), errors=errors.tolist())
+        record.update(median_deg=0.0, wins=wins, raw_candidates=candidates.tolist())
+        records.append(record)
+    evaluator = PointCloudEvaluator(reference_rotation=ref.tolist(), num_candidates=2)
+    summary = evaluator.evaluate(records, {"split": "test", "metrics": {}}).summary
+    assert summary["winner_candidate_acc30"] == pytest.approx(0.5)
+    assert summary["best_candidate_acc30"] == pytest.approx(1.0)
+    assert summary["best_candidate_median_deg"] == pytest.approx(0.0, abs=1e-4)
+    assert summary["student_agrees_with_winner"] == pytest.approx(3 / 8)  # model 1: views 0-2
+    assert summary["flipped_share"] == 0.0  # the student is 50° off, never flipped
+    assert summary["acc30"] == pytest.approx(0.5)

@@ -149,3 +149,25 @@ def test_panels_are_logged_to_tensorboard(tiny_world: Path, tmp_path: Path) -> N
     image = events.Images("train/panels")[0]
     # one row per shown model: input, mask, K = 4 candidates and the cloud, 16 px tiles
     assert image.width == 7 * 16 + 8 * 2 and image.height == 2 * 16 + 3 * 2
+
+
+@pytest.mark.parametrize("scale", [1.0, 10.0])
+def test_student_lr_scale_speeds_up_only_the_student_head(scale: float) -> None:
+    """Every parameter is optimised exactly once; the student's rate is scale x the base."""
+    import functools
+
+    from occaist.models.dpc.module import PointCloudPoseNet
+    from occaist.models.dpc.networks import DPCNet
+
+    net = DPCNet(image_size=32, num_points=10, encoder_channels=[4, 8], fc_dim=16)
+    module = PointCloudPoseNet(
+        net, functools.partial(torch.optim.Adam, lr=1e-3), student_lr_scale=scale
+    )
+    optimizer = module.configure_optimizers()["optimizer"]
+    seen = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    assert sorted(seen) == sorted(id(p) for p in module.parameters())
+    student = {id(p) for p in net.student.parameters()}
+    for group in optimizer.param_groups:
+        ids = {id(p) for p in group["params"]}
+        expected = 1e-3 * scale if ids <= student else 1e-3
+        assert group["lr"] == pytest.approx(expected), (ids <= student, group["lr"])

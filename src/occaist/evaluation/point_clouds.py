@@ -5,7 +5,8 @@ Records come from :meth:`occaist.models.dpc.module.PointCloudPoseNet.test_step`,
 ``precision`` / ``coverage`` / ``chamfer`` (×100, view-averaged); for pose-predicting runs the
 per-view ``errors_deg`` after the global alignment, the raw (unaligned) poses ``raw_pose`` and
 the ground-truth poses ``gt_pose`` (lists of ``[w, x, y, z]``) and, when measured, the winning
-candidate of every view (``wins``).
+candidate of every view (``wins``) with every candidate's raw pose (``raw_candidates``, per view
+a list of K quaternions).
 
 The report (``write_report`` names, under the evaluation folder):
 
@@ -17,6 +18,10 @@ The report (``write_report`` names, under the evaluation folder):
   very views), a constant pose (the best single pose for every view, chosen on these views),
   uniformly random poses (closed form) and a template car (the medoid of the training split's
   ground-truth clouds, perfectly posed) for the Chamfer columns;
+  The candidate diagnostics (with ``raw_candidates``) sit below them: the candidate whose render
+  fits the view's mask best (what training picks; it needs the mask, so it is not a method) and
+  the best candidate (an oracle), which separate a student that lags behind its teacher from an
+  ensemble that picks the wrong hypothesis (a 180° flip);
 * ``pose_errors_<split>.png``: the cumulative distribution of per-view errors under both
   alignments and of the alignment-free relative errors;
 * ``alignment.json``: the reference rotation used, how it was applied, the oracle rotation and
@@ -35,6 +40,7 @@ import torch
 
 from occaist.data.shapenet_renders import CAR_SYNSET, read_gt_points, read_split
 from occaist.evaluation.base import Evaluator, Report
+from occaist.geometry.quaternion import quaternion_conjugate, quaternion_multiply
 from occaist.metrics.point_cloud import chamfer_distance
 from occaist.metrics.pose import (
     median_upper,
@@ -64,6 +70,12 @@ PER_MODEL_COLUMNS = [
     "oracle_errors_deg",
     "winners",
 ]
+
+
+#: a view whose aligned error exceeds this is counted as flipped (``flipped_share``)
+FLIP_DEG = 150.0
+#: the student "agrees" with its winning candidate within this angle
+AGREE_DEG = 15.0
 
 
 def random_rotation_cdf(angle_deg: float) -> float:
@@ -157,7 +169,33 @@ class PointCloudEvaluator(Evaluator):
             wins = torch.tensor([w for r in posed for w in r.get("wins", [])], dtype=torch.long)
             counts = torch.bincount(wins, minlength=self.num_candidates).double()
             out["win_fractions"] = (counts / counts.sum().clamp_min(1)).tolist()
+        out["flipped_share"] = float((aligned > FLIP_DEG).double().mean())
+        if all(r.get("raw_candidates") and r.get("wins") for r in posed):
+            out["candidates"] = self._candidate_diagnostics(posed, raw, gt)
         return out
+
+    def _candidate_diagnostics(
+        self, posed: list[dict[str, Any]], raw: torch.Tensor, gt: torch.Tensor
+    ) -> dict[str, Any]:
+        """Errors ``(n,)`` under the alignment in use of the mask-winning candidate
+        (``winner``) and of the best candidate (``best``), and the share of views whose student
+        pose is within ``AGREE_DEG`` of its winner (``student_agrees``)."""
+        cands = torch.tensor(
+            [c for r in posed for c in r["raw_candidates"]], dtype=torch.float64
+        )  # (n, K, 4)
+        wins = torch.tensor([w for r in posed for w in r["wins"]], dtype=torch.long)
+        ref = torch.tensor(self.reference_rotation or [1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+        n, k = cands.shape[:2]
+        aligned = quaternion_multiply(cands, quaternion_conjugate(ref).expand(n, k, 4))
+        errors = quaternion_angle_deg(aligned, gt[:, None].expand(n, k, 4))  # (n, K)
+        index = torch.arange(n)
+        return {
+            "winner": errors[index, wins],
+            "best": errors.min(dim=1).values,
+            "student_agrees": float(
+                (quaternion_angle_deg(raw, cands[index, wins]) < AGREE_DEG).double().mean()
+            ),
+        }
 
     def _constant_pose(self, gt: torch.Tensor) -> dict[str, float]:
         """The best single pose for every view (candidates: every ground-truth pose)."""
@@ -253,6 +291,13 @@ class PointCloudEvaluator(Evaluator):
                 summary["relative_median_deg"] = float(median_upper(rel))
             if "win_fractions" in diag:
                 summary["win_fractions"] = diag["win_fractions"]
+            summary["flipped_share"] = diag["flipped_share"]
+            if "candidates" in diag:
+                for name in ("winner", "best"):
+                    errors = diag["candidates"][name]
+                    summary[f"{name}_candidate_{acc}"] = float((errors < t).double().mean())
+                    summary[f"{name}_candidate_median_deg"] = float(median_upper(errors))
+                summary["student_agrees_with_winner"] = diag["candidates"]["student_agrees"]
         if "mask_xor" in metrics:
             summary["mask_xor"] = metrics["mask_xor"]
         summary.update(
@@ -334,6 +379,20 @@ class PointCloudEvaluator(Evaluator):
                     **rel_values(diag["relative"]),
                 )
             )
+            labels = {
+                "winner": "diagnostic: candidate that fits the mask best (needs the mask)",
+                "best": "diagnostic: best candidate (oracle)",
+            }
+            for name, label in labels.items():
+                if "candidates" in diag:
+                    errors = diag["candidates"][name]
+                    rows.append(
+                        row(
+                            label,
+                            **{acc: float((errors < t).double().mean())},
+                            median_deg=float(median_upper(errors)),
+                        )
+                    )
             constant = diag["constant"]
             rows.append(
                 row(

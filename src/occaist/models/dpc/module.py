@@ -71,11 +71,13 @@ class PointCloudPoseNet(pl.LightningModule):
     ``scheduler`` partials (upstream: Adam 1e-4, constant). Every other argument is a key of
     ``conf/model/dpc.yaml``, documented there with its upstream value and in ``docs/dpc.md``
     ("Config knobs"). Ours, not upstream's: ``loser_loss_*`` (a decaying share of the projection
-    loss for non-winning candidates), ``align_consensus_deg`` (average only the largest group of
-    agreeing ICP rotations; None: upstream's plain average), ``test_icp_num_points`` (ICP points
-    of the re-estimation before testing; None: all), ``eval_candidate_wins`` and
-    ``template_models`` (diagnostics and a baseline of the evaluation). ``eval_output_dir`` is
-    ignored (the evaluation callback writes the files); it lets older checkpoints load.
+    loss for non-winning candidates), ``student_lr_scale`` (the student head's learning rate
+    relative to the rest; upstream 1: one rate for all), ``align_consensus_deg`` (average only
+    the largest group of agreeing ICP rotations; None: upstream's plain average),
+    ``test_icp_num_points`` (ICP points of the re-estimation before testing; None: all),
+    ``eval_candidate_wins`` and ``template_models`` (diagnostics and a baseline of the
+    evaluation). ``eval_output_dir`` is ignored (the evaluation callback writes the files); it
+    lets older checkpoints load.
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class PointCloudPoseNet(pl.LightningModule):
         weight_decay: float = 0.001,
         loser_loss_weight: float = 0.0,
         loser_loss_steps: int = 0,
+        student_lr_scale: float = 1.0,
         camera_supervised: bool = False,
         image_log_every_n_steps: int = 1000,
         panel_rows: int = 4,
@@ -279,7 +282,17 @@ class PointCloudPoseNet(pl.LightningModule):
         return loss
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.hparams.optimizer(params=self.parameters())
+        scale = self.hparams.student_lr_scale
+        student = getattr(self.net, "student", None)
+        if scale == 1.0 or student is None:
+            optimizer = self.hparams.optimizer(params=self.parameters())
+        else:  # ours: the student head learns at scale x the base rate (upstream: one rate)
+            own = {id(p) for p in student.parameters()}
+            rest = [p for p in self.parameters() if id(p) not in own]
+            optimizer = self.hparams.optimizer(
+                params=[{"params": rest}, {"params": list(student.parameters())}]
+            )
+            optimizer.param_groups[1]["lr"] *= scale
         if self.hparams.scheduler is None:
             return {"optimizer": optimizer}
         scheduler = {"scheduler": self.hparams.scheduler(optimizer=optimizer), "interval": "step"}
@@ -347,8 +360,10 @@ class PointCloudPoseNet(pl.LightningModule):
         self.log("test/loss_proj", loss, sync_dist=True, batch_size=batch["image"].shape[0])
         records = model_records(self, batch, pred, silhouettes, masks, "test")
         if self.hparams.eval_candidate_wins and "candidates" in pred:
-            for record, wins in zip(records, candidate_winners(self, pred, masks), strict=True):
-                record["wins"] = wins.tolist()
+            winners = candidate_winners(self, pred, masks)
+            for i, record in enumerate(records):
+                record["wins"] = winners[i].tolist()
+                record["raw_candidates"] = pred["candidates"][i].tolist()  # (V, K, 4)
         return {"records": records}
 
     def on_test_epoch_start(self) -> None:
