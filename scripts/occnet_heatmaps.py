@@ -152,17 +152,18 @@ def _batch(images, idx, kps, boxes, args, gen, train: bool):
     return x, kps, rois
 
 
-def train_net(data, args, seed: int) -> HeatmapNet:
+def train_net(data, args, seed: int, epochs: int | None = None) -> HeatmapNet:
     images, idx, kps, boxes = data[:4]
+    epochs = args.epochs if epochs is None else epochs
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = HeatmapNet(width=args.width)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    steps = args.epochs * max(1, len(idx) // args.batch_size)
+    steps = epochs * max(1, len(idx) // args.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps, pct_start=0.1)
     res = args.crop // 2
     step = 0
-    for epoch in range(args.epochs):
+    for epoch in range(epochs):
         order = torch.randperm(len(idx), generator=gen)
         total = 0.0
         for b in range(0, len(order) - args.batch_size + 1, args.batch_size):
@@ -176,7 +177,7 @@ def train_net(data, args, seed: int) -> HeatmapNet:
             opt.step()
             sched.step()
             total, step = total + loss.item(), step + 1
-        if epoch % 10 == 0 or epoch == args.epochs - 1:
+        if epoch % 10 == 0 or epoch == epochs - 1:
             log.info(
                 "seed %d epoch %d loss %.3f",
                 seed,
@@ -225,6 +226,10 @@ def main(argv: list[str] | None = None) -> None:
         "--group", default="sequence", choices=["sequence", "car", "instance"],
         help="what a cross-fitting fold keeps together",
     )  # fmt: skip
+    p.add_argument(
+        "--equal-steps", action=argparse.BooleanOptionalAction, default=True,
+        help="cross-fitting networks take as many steps as the test network (more epochs)",
+    )  # fmt: skip
     p.add_argument("--train-draws", type=int, default=4, help="box jitters per training graph")
     p.add_argument("--center-jitter", type=float, default=0.05)
     p.add_argument("--scale-jitter", type=float, default=0.1)
@@ -265,7 +270,10 @@ def main(argv: list[str] | None = None) -> None:
             if args.folds == 1:  # no cross-fitting: the network of every training instance
                 fit = train[:4]
             log.info("fold %d: %d fitted, %d held out", f, len(fit[1]), len(held[1]))
-            net = train_net(fit, args, seed=0 if args.folds == 1 else 10 + f)
+            epochs = args.epochs
+            if args.equal_steps:  # as many optimiser steps as the test network
+                epochs = round(args.epochs * len(train[1]) / len(fit[1]))
+            net = train_net(fit, args, seed=0 if args.folds == 1 else 10 + f, epochs=epochs)
             draws = [
                 graphs(net, held, args, seed=100 + 10 * f + d) for d in range(args.train_draws)
             ]
