@@ -108,3 +108,22 @@ def test_points_off_axis_land_where_the_pinhole_puts_them() -> None:
     expected = torch.zeros(G, G)
     expected[2, CENTRE], expected[3, CENTRE] = 0.875, 0.125
     torch.testing.assert_close(out, expected)
+
+
+def test_small_render_gradients_match_finite_differences() -> None:
+    """torch.autograd.gradcheck on a 4³ grid with 3 points: points, pose, scale and colours.
+    (The 6³ gradchecks in test_point_renderer.py cost seconds; `make mutation` runs this one.)"""
+    g = torch.Generator().manual_seed(0)
+    points = ((torch.rand(1, 3, 3, generator=g, dtype=torch.float64) - 0.5) * 0.5).requires_grad_()
+    quats = torch.nn.functional.normalize(
+        torch.randn(1, 4, generator=g, dtype=torch.float64), dim=-1
+    )
+    quats.requires_grad_(True)
+    scale = torch.tensor([0.8], dtype=torch.float64, requires_grad=True)
+    rgb = torch.rand(1, 3, 3, generator=g, dtype=torch.float64).requires_grad_()
+
+    def fn(p, q, s, c):
+        out = render_point_cloud(p, q, vox_size=4, sigma=1.0, kernel_size=3, scale=s, rgb=c)
+        return out["silhouette"], out["depth"], out["rgb"]
+
+    assert torch.autograd.gradcheck(fn, (points, quats, scale, rgb), eps=1e-6, atol=1e-5)
