@@ -245,12 +245,12 @@ def test_stage_dirs_moved_aside_get_distinct_names(tmp_path: Path) -> None:
         return Stage("s", {"v": value}, lambda d: (d / "o").write_text(str(value)), ["o"])
 
     study = tmp_path / "nested" / "study"  # created on the way, parents included
-    for value in (1, 2, 1, 2):
+    for value in (1, 2, 1, 2, 1, 2):  # the third copy of v=1 needs suffix 2
         assert run_stage(stage(value), study)[1]
     h1, h2 = config_hash({"v": 1})[:10], config_hash({"v": 2})[:10]
     names = sorted(p.name for p in (study / ".stale").iterdir())
-    assert names == sorted([f"s-{h1}", f"s-{h2}", f"s-{h1}-1"])
-    assert (study / ".stale" / f"s-{h1}-1" / "o").read_text() == "1"
+    assert names == sorted([f"s-{h1}", f"s-{h2}", f"s-{h1}-1", f"s-{h2}-1", f"s-{h1}-2"])
+    assert (study / ".stale" / f"s-{h1}-2" / "o").read_text() == "1"
 
 
 def test_a_stage_dir_without_manifest_is_moved_aside_unless_empty(tmp_path: Path) -> None:
