@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from occaist.geometry.shape_fit import fit_shape_basis, robust_fit_shape_basis
 
@@ -74,3 +75,71 @@ def test_defaults_are_3_percent_and_6_rounds() -> None:
     assert not np.array_equal(default["projection"], other["projection"])
     wider = robust_fit_shape_basis(points, w0, mean, basis, sigma, size, 0.04)
     assert not np.array_equal(default["beta"], wider["beta"])
+
+
+def _noisy(seed: int = 3):
+    points, _, w0, mean, basis, sigma, _ = _problem(seed)
+    points = points + np.random.default_rng(seed).normal(scale=2.0, size=points.shape)
+    return points, w0, mean, basis, sigma
+
+
+def test_plain_fit_returns_its_documented_fields_and_weighted_rms_residual() -> None:
+    points, w0, mean, basis, sigma = _noisy()
+    w = w0 * np.linspace(0.2, 1.0, K)  # unequal weights
+    w[1] = 0.0  # an instance with no observation at all
+    fit = fit_shape_basis(points, w, mean, basis, sigma, iterations=5)
+    assert set(fit) == {"projection", "beta", "scale", "rotation", "translation", "residual"}
+    assert fit["scale"].shape == (N,) and fit["rotation"].shape == (N, 2, 3)
+    assert fit["translation"].shape == (N, 2) and fit["beta"].shape == (N, B)
+    err = ((fit["projection"] - points) ** 2).sum(-1)
+    for i in (0, 2, 3):
+        expected = np.sqrt((w[i] * err[i]).sum() / w[i].sum())
+        assert fit["residual"][i] == pytest.approx(expected, rel=1e-12)
+    assert fit["residual"][1] == 0.0  # nothing observed: no error, and no NaN anywhere
+    assert np.isfinite(fit["projection"]).all()
+    # the projection is s R shape + t of the returned camera and coefficients
+    shape = mean + np.einsum("nb,b,bkc->nkc", fit["beta"], sigma, basis)
+    again = fit["scale"][:, None, None] * shape @ fit["rotation"].transpose(0, 2, 1)
+    np.testing.assert_allclose(again + fit["translation"][:, None], fit["projection"], atol=1e-9)
+
+
+def test_plain_fit_is_invariant_to_the_weights_scale_and_equivariant_to_the_pixels() -> None:
+    points, w0, mean, basis, sigma = _noisy(4)
+    kw = {"iterations": 10, "ridge": 0.3}
+    fit = fit_shape_basis(points, w0, mean, basis, sigma, **kw)
+    light = fit_shape_basis(points, 0.01 * w0, mean, basis, sigma, **kw)
+    np.testing.assert_allclose(light["projection"], fit["projection"], rtol=1e-6, atol=1e-6)
+    assert light["residual"] == pytest.approx(fit["residual"], rel=1e-6)
+    zoomed = fit_shape_basis(10.0 * points + 3.0, w0, mean, basis, sigma, **kw)
+    np.testing.assert_allclose(zoomed["projection"], 10.0 * fit["projection"] + 3.0, rtol=1e-6)
+    np.testing.assert_allclose(zoomed["beta"], fit["beta"], rtol=1e-5, atol=1e-8)
+
+
+def test_ridge_is_relative_to_the_mean_diagonal_and_shrinks_the_coefficients() -> None:
+    points, w0, mean, basis, sigma = _noisy(5)
+    free = fit_shape_basis(points, w0, mean, basis, sigma, iterations=10, ridge=0.0)
+    shrunk = fit_shape_basis(points, w0, mean, basis, sigma, iterations=10, ridge=0.5)
+    assert (np.linalg.norm(shrunk["beta"], axis=1) < np.linalg.norm(free["beta"], axis=1)).all()
+    # one component, or the same one padded with two zero components at 3 times the ridge:
+    # lambda = ridge * trace / B is the same, so is the fit
+    one = fit_shape_basis(points, w0, mean, basis[:1], sigma[:1], iterations=10, ridge=0.2)
+    padded = fit_shape_basis(points, w0, mean, basis, np.array([sigma[0], 0.0, 0.0]),
+                             iterations=10, ridge=0.6)  # fmt: skip
+    np.testing.assert_allclose(padded["projection"], one["projection"], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(padded["beta"][:, 0], one["beta"][:, 0], rtol=1e-9, atol=1e-12)
+    assert np.abs(one["beta"]).min() > 1e-3  # a single component is fitted too
+
+
+def test_iterations_defaults_and_at_least_one() -> None:
+    points, w0, mean, basis, sigma = _noisy(6)
+    default = fit_shape_basis(points, w0, mean, basis, sigma)
+    explicit = fit_shape_basis(points, w0, mean, basis, sigma, 50, 1e-2)
+    np.testing.assert_array_equal(default["projection"], explicit["projection"])
+    assert not np.array_equal(
+        default["projection"], fit_shape_basis(points, w0, mean, basis, sigma, 51)["projection"]
+    )
+    zero = fit_shape_basis(points, w0, mean, basis, sigma, iterations=0)
+    one = fit_shape_basis(points, w0, mean, basis, sigma, iterations=1)
+    two = fit_shape_basis(points, w0, mean, basis, sigma, iterations=2)
+    np.testing.assert_array_equal(zero["beta"], one["beta"])
+    assert not np.array_equal(one["beta"], two["beta"])
