@@ -127,3 +127,31 @@ def test_small_render_gradients_match_finite_differences() -> None:
         return out["silhouette"], out["depth"], out["rgb"]
 
     assert torch.autograd.gradcheck(fn, (points, quats, scale, rgb), eps=1e-6, atol=1e-5)
+
+
+def test_defaults_are_the_documented_dpc_settings() -> None:
+    """Defaults against the values the docstring gives (64³ grid, σ = 1, kernel 21, DRC with
+    depth, ε = 1e-5, camera 1.875 / 2.0, escape depth 10, colours neither divided nor clipped,
+    colour gradients reaching the points): same images and same gradients."""
+    g = torch.Generator().manual_seed(1)
+    base = (torch.rand(1, 80, 3, generator=g) - 0.5) * 0.6
+    rgb = torch.rand(1, 80, 3, generator=g)
+    quats = torch.nn.functional.normalize(torch.randn(1, 4, generator=g), dim=-1)
+    documented = dict(
+        vox_size=64, sigma=1.0, kernel_size=21, projection="drc", return_depth=True,
+        rgb_divide_by_occupancies=False, rgb_clip_after_conv=False,
+        rgb_stop_points_gradient=False, rgb_occupancy_eps=0.01, blur="matmul", eps=1e-5,
+        focal_length=1.875, camera_distance=2.0, max_depth=10.0,
+    )  # fmt: skip
+    outs, grads = [], []
+    for kwargs in ({}, documented):
+        points = base.clone().requires_grad_(True)
+        out = render_point_cloud(points, quats, rgb=rgb, **kwargs)
+        (out["rgb"].sum() + out["depth"].mean()).backward()
+        outs.append(out)
+        grads.append(points.grad)
+    default, explicit = outs
+    assert default["silhouette"].shape == (1, 64, 64)
+    for key in ("silhouette", "depth", "rgb"):
+        torch.testing.assert_close(default[key], explicit[key], rtol=0, atol=0)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
