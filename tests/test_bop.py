@@ -200,3 +200,34 @@ def test_datamodule_warns_on_synthetic_data(
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (5, 3, 32, 32) and batch["points"].shape == (5, 500, 3)
     assert batch["K"].dtype == torch.float32 and len(dm.data_val) == 12
+
+
+def test_dr_object_colours_turn_together_and_keep_the_parts_apart() -> None:
+    """The baked split's object randomisation: one hue rotation, saturation and brightness for
+    the whole object, so the box's prints stay apart (an independent random colour per material
+    would make the box look the same as its half turn)."""
+    from occaist.synth.cars import HEADLIGHT, PAINT, TAILLIGHT, TYRE
+    from occaist.synth.writers.bop import _own_albedo, random_object_colours
+
+    rng = np.random.default_rng(0)
+    own = _own_albedo(2)
+    draws = np.stack([random_object_colours(rng, 2) for _ in range(40)])  # (40, M, 3)
+    assert np.allclose(draws[:, TYRE], draws[:, TYRE].mean(-1, keepdims=True))  # grey stays grey
+    # one brightness for all parts: each unclipped part's mean is the own mean times one factor
+    unclipped = ((draws > 0) & (draws < 1)).all(-1)  # (40, M)
+    brightness = draws.mean(-1) / own.mean(-1)
+    checked = 0
+    for factors, ok in zip(brightness, unclipped, strict=True):
+        if ok.sum() >= 3:
+            assert np.allclose(factors[ok], factors[ok][0], rtol=1e-6)
+            checked += 1
+    assert checked > 20
+    paint, tail = draws[:, PAINT], draws[:, TAILLIGHT]
+    assert (np.abs(paint - tail).sum(-1) > 0.02).all()  # the blue and the red face stay apart
+    hue = paint / paint.sum(-1, keepdims=True)
+    assert hue.std(0).max() > 0.1  # ... while their colours change between images
+    assert np.array_equal(
+        random_object_colours(np.random.default_rng(3), 1),
+        random_object_colours(np.random.default_rng(3), 1),
+    )
+    assert draws[:, HEADLIGHT].min() >= 0

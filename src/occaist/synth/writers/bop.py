@@ -24,8 +24,9 @@ from a camera at elevation 10-60° (preset), any yaw, the object filling 45-70 %
 - ``train_plain``: no randomisation: the objects' own colours, flat Lambert shading under one
   fixed light, black background (like a plain CAD rendering);
 - ``train_dr``: domain randomisation baked at generation: random procedural backgrounds
-  (flat, gradients, stripes, checkers, colour noise, random rectangles), random colours for
-  every material of the object, 1-3 random coloured lights with random ambient;
+  (flat, gradients, stripes, checkers, colour noise, random rectangles), random object colours
+  (:func:`random_object_colours`: the own colours under one random hue rotation, saturation and
+  brightness, so the parts keep their contrast), 1-3 random coloured lights with random ambient;
 - ``test``: the world's "real" look (``occaist.synth.domains``: paint, highlights, reflections,
   traced street backgrounds with shadows, sensor noise, blur, JPEG) with the objects' own
   colours: the stand-in for real photographs, with exact ground truth.
@@ -60,7 +61,6 @@ from occaist.geometry.camera import look_at
 from occaist.synth.cars import (
     GLASS,
     HEADLIGHT,
-    MATERIALS,
     PAINT,
     RIM,
     TAILLIGHT,
@@ -281,6 +281,26 @@ def _own_albedo(obj_id: int) -> np.ndarray:
     return material_albedo_synthetic(np.asarray(_OWN_PAINT[obj_id]))
 
 
+def random_object_colours(rng: np.random.Generator, obj_id: int) -> np.ndarray:
+    """Object randomisation: the object's own albedos ``(len(MATERIALS), 3)`` (linear RGB) turned
+    together by a random hue rotation about the grey axis, with one random saturation and
+    brightness for all of them. The parts keep their contrast (the box's six prints, the car's
+    dark windows), which is what tells the object from its half-turned copy; an independent
+    random colour per material (the first version of this split) hides it, and a network trained
+    on that confuses the printed box with its half turn (docs/pose_regression.md)."""
+    own = _own_albedo(obj_id)
+    angle = rng.uniform(0, 2 * np.pi)
+    k = np.full(3, 1 / np.sqrt(3))
+    turned = (
+        own * np.cos(angle)
+        + np.cross(k, own) * np.sin(angle)
+        + np.outer(own @ k, k) * (1 - np.cos(angle))
+    )
+    grey = turned.mean(axis=1, keepdims=True)
+    out = (grey + (turned - grey) * rng.uniform(0.3, 1.5)) * rng.uniform(0.5, 1.5)
+    return np.clip(out, 0, 1)
+
+
 # ---------------------------------------------------------------------------- one image
 
 
@@ -341,7 +361,7 @@ def render_image(ctx: WorldContext, split: str, obj_id: int, index: int) -> dict
         )
         save_png(sdir / "rgb" / f"{name}.png", to_srgb_uint8(linear))
     elif split == "train_dr":
-        albedo = rng.random((len(MATERIALS), 3)) ** 2.2
+        albedo = random_object_colours(rng, obj_id)
         n_lights = int(rng.integers(1, 4))
         dirs = rng.normal(size=(n_lights, 3))
         dirs[:, 1] = np.abs(dirs[:, 1]) + 0.2
