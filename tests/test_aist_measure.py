@@ -14,6 +14,7 @@ from occaist.evaluation.stylisation import (
     StylisationEvaluator,
     alpha_iou,
     colour_correlation,
+    foreground_statistics,
     roc_auc,
     stylisation_measures,
     to_uint8,
@@ -61,6 +62,23 @@ def test_colour_correlation_and_alpha_iou():
     spill = x.copy()
     spill[:, :4] = 50  # paint the top rows of the background
     assert (alpha_iou(x, spill) < 1.0).all()
+
+
+def test_foreground_statistics_say_what_a_set_looks_like():
+    flat = blobs(8, 10, (200, 60, 40))
+    noisy = blobs(8, 10, (200, 60, 40), noise=20.0)
+    grey = grey_silhouettes(flat)
+    stats = {k: foreground_statistics(v) for k, v in (("flat", flat), ("noisy", noisy))}
+    assert foreground_statistics(grey)["brightness"] == pytest.approx(128 / 255)
+    assert foreground_statistics(grey)["brightness_spread"] == pytest.approx(0.0)
+    assert foreground_statistics(grey)["saturation"] == pytest.approx(0.0)
+    assert foreground_statistics(grey)["noise"] == pytest.approx(0.0)  # the edge is left out
+    assert 0.6 < stats["flat"]["saturation"] < 0.9  # (200, 60, 40) shaded: (max - min) / max
+    assert stats["noisy"]["noise"] > 3 * stats["flat"]["noise"]
+    darker = (flat // 2 + (flat > 0)).astype(np.uint8)  # half as bright, still foreground
+    assert foreground_statistics(darker)["brightness"] == pytest.approx(
+        stats["flat"]["brightness"] / 2, abs=0.01
+    )
 
 
 def test_two_sample_auc_near_half_for_one_set_and_high_for_two():

@@ -117,6 +117,42 @@ def colour_correlation(originals: Any, stylised: Any) -> np.ndarray:
     return out
 
 
+def foreground_statistics(images: Any) -> dict[str, float]:
+    """What a set of images looks like on its foreground (means over images; uint8 or [-1, 1]).
+
+    ``brightness``: mean RGB in [0, 1]; ``brightness_spread``: the standard deviation of the
+    per-image brightness (how different the cars of the set are); ``saturation``: mean HSV
+    saturation (max - min) / max; ``noise``: standard deviation of the grey level minus its 3x3
+    mean, over foreground pixels at least two pixels inside the silhouette (sensor noise and fine
+    texture; a flat-shaded render has little). Images with no such pixels are left out of
+    ``noise``.
+    """
+    rgb = (_as_float(images).double() + 1.0) / 2.0  # (N, 3, H, W) in [0, 1]
+    mask = foreground(images)
+    grey = rgb.mean(dim=1, keepdim=True)
+    local = nn.functional.avg_pool2d(grey, 3, stride=1, padding=1, count_include_pad=False)
+    inner = -nn.functional.max_pool2d(-mask[:, None].double(), 5, stride=1, padding=2)
+    value, low = rgb.amax(dim=1), rgb.amin(dim=1)
+    saturation = torch.where(value > 0, (value - low) / value.clamp_min(1e-6), 0.0)
+    bright, sat, noise = [], [], []
+    for i in range(rgb.shape[0]):
+        m = mask[i]
+        if not m.any():
+            continue
+        bright.append(float(rgb[i][:, m].mean()))
+        sat.append(float(saturation[i][m].mean()))
+        core = inner[i, 0] > 0.5
+        if int(core.sum()) > 10:
+            noise.append(float((grey[i, 0] - local[i, 0])[core].std()))
+    nan = float("nan")
+    return {
+        "brightness": float(np.mean(bright)) if bright else nan,
+        "brightness_spread": float(np.std(bright)) if bright else nan,
+        "saturation": float(np.mean(sat)) if sat else nan,
+        "noise": float(np.mean(noise)) if noise else nan,
+    }
+
+
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney U with ties counted half)."""
     scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
@@ -302,7 +338,8 @@ def domain_gap_rows(
     Columns: ``method``, ``two_sample_auc`` (vs ``real``; 0.5 = indistinguishable; the mean
     over the budget's repeats), ``two_sample_auc_std`` (their spread), ``auc_minus_originals``
     (negative: closer to the real segments than the renders were),
-    ``colour_correlation`` and ``alpha_iou`` (means over images, vs ``originals``), ``images``.
+    ``colour_correlation`` and ``alpha_iou`` (means over images, vs ``originals``), the set's
+    :func:`foreground_statistics` (compare them with the real segments'), ``images``.
     """
     rows: list[dict[str, Any]] = []
     for name, images in {"originals (identity)": originals, **stylised}.items():
@@ -316,6 +353,7 @@ def domain_gap_rows(
                 - (rows[0]["two_sample_auc"] if rows else test["auc"]),
                 "colour_correlation": float(np.nanmean(colour_correlation(originals, images))),
                 "alpha_iou": float(np.mean(alpha_iou(originals, images))),
+                **foreground_statistics(images),
                 "images": len(images),
                 "real_images": len(real),
             }
