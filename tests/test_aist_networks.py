@@ -136,3 +136,17 @@ def test_instance_norm_hides_the_paint_brightness_unless_input_skip():
         changes[name] = (residual["bright"][inside] - residual["dark"][inside]).abs().max()
     assert changes["plain"] < 0.01
     assert changes["skip"] > 0.05
+
+
+def test_discriminator_without_instance_norm_keeps_upstream_layers():
+    """``norm="none"``: upstream's layers and parameter count, no instance norm, same shape."""
+    torch.manual_seed(0)
+    upstream = PatchDiscriminator(3, 8, 3)
+    plain = PatchDiscriminator(3, 8, 3, norm="none")
+    assert count_parameters(plain) == count_parameters(upstream)
+    assert not any(isinstance(m, nn.InstanceNorm2d) for m in plain.modules())
+    assert list(plain.state_dict()) == list(upstream.state_dict())
+    x = _car((0.6, -0.5, 0.6))
+    assert plain(x).shape == upstream(x).shape
+    with pytest.raises(ValueError, match="norm must be one of"):
+        PatchDiscriminator(norm="batch")

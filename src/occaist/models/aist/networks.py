@@ -28,6 +28,8 @@ Both follow junyanz/pytorch-CycleGAN-and-pix2pix (``resnet_9blocks``, ``basic`` 
   the same for a dark and a bright car of one hue. Without the skip, a residual generator can
   add shapes (a sheen along the edges) but not map one paint to another; with it, the change
   can depend on the pixel's own colour. Off upstream.
+* discriminator ``norm``: ``"instance"`` (upstream) or ``"none"`` (no normalisation after
+  the discriminator's convolutions). Off upstream; docs/aist.md has what it changed.
 * ``upsampling``: ``"transposed"`` (upstream, stride-2 transposed convolutions) or
   ``"resize_conv"`` (nearest-neighbour x2 then a 3x3 convolution), which avoids the
   checkerboard pattern of uneven transposed-convolution overlap (Odena et al., Distill 2016).
@@ -50,6 +52,8 @@ GENERATOR_ACTIVATIONS = ("leaky_relu", "relu")
 GENERATOR_OUTPUTS = ("tanh", "residual")
 #: Generator upsampling layers: upstream's transposed convolutions, or resize + convolution.
 GENERATOR_UPSAMPLINGS = ("transposed", "resize_conv")
+#: Discriminator normalisations: upstream's instance norm, or none (module docstring).
+DISCRIMINATOR_NORMS = ("instance", "none")
 #: |x| is clamped to 1 - RESIDUAL_EPS before atanh in the ``residual`` output (atanh(±1) = ±inf).
 RESIDUAL_EPS = 1e-3
 #: Values at most this are background (transparent, RGB 0 after colour correction) in [-1, 1].
@@ -243,6 +247,8 @@ class PatchDiscriminator(nn.Module):
     ``Conv4x4 s1 (->1)``. Zero padding 1 everywhere, no sigmoid (LSGAN works on raw scores).
 
     Input (B, c_in, H, W); output (B, 1, H/8 - 2, W/8 - 2): 30x30 at 256x256, 14x14 at 128x128.
+    ``norm="none"`` drops the instance norms (an ``nn.Identity`` in their place, so the layer
+    indices stay upstream's; module docstring).
     """
 
     def __init__(
@@ -251,8 +257,11 @@ class PatchDiscriminator(nn.Module):
         base_channels: int = 64,
         num_layers: int = 3,
         negative_slope: float = 0.2,
+        norm: str = "instance",
     ) -> None:
         super().__init__()
+        if norm not in DISCRIMINATOR_NORMS:
+            raise ValueError(f"norm must be one of {DISCRIMINATOR_NORMS}, got {norm!r}")
         ndf = base_channels
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, ndf, kernel_size=4, stride=2, padding=1),
@@ -264,7 +273,7 @@ class PatchDiscriminator(nn.Module):
             stride = 2 if n < num_layers else 1
             layers += [
                 nn.Conv2d(ndf * prev, ndf * mult, kernel_size=4, stride=stride, padding=1),
-                instance_norm(ndf * mult),
+                instance_norm(ndf * mult) if norm == "instance" else nn.Identity(),
                 nn.LeakyReLU(negative_slope, inplace=True),
             ]
         layers.append(nn.Conv2d(ndf * mult, 1, kernel_size=4, stride=1, padding=1))
