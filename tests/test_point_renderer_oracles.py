@@ -155,3 +155,42 @@ def test_defaults_are_the_documented_dpc_settings() -> None:
     for key in ("silhouette", "depth", "rgb"):
         torch.testing.assert_close(default[key], explicit[key], rtol=0, atol=0)
     torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
+
+
+def test_colour_options_divide_clip_and_stop_gradient() -> None:
+    """One point on a voxel centre (occupancy 1, σ = 0): dividing by occupancy + eps is the same
+    as colours / (1 + eps); two coincident points sum their colours, which clipping caps at 1;
+    stopping the colours' gradient keeps the images and changes the points' gradient."""
+    point = _on_axis(4)  # (1, 1, 3) on the centre ray, at a voxel centre
+    colour = torch.tensor([[[0.8, 0.4, 0.2]]])
+    kw = dict(vox_size=G, sigma=0)
+    divided = render_point_cloud(point, IDENTITY, rgb=colour, rgb_divide_by_occupancies=True, **kw)
+    scaled = render_point_cloud(point, IDENTITY, rgb=colour / 1.01, **kw)
+    torch.testing.assert_close(divided["rgb"], scaled["rgb"])
+    other_eps = render_point_cloud(
+        point, IDENTITY, rgb=colour, rgb_divide_by_occupancies=True, rgb_occupancy_eps=0.5, **kw
+    )
+    torch.testing.assert_close(
+        other_eps["rgb"], render_point_cloud(point, IDENTITY, rgb=colour / 1.5, **kw)["rgb"]
+    )
+    twice = point.repeat(1, 2, 1)
+    clipped = render_point_cloud(
+        twice, IDENTITY, rgb=colour.repeat(1, 2, 1), rgb_clip_after_conv=True, **kw
+    )
+    capped = torch.tensor([[[1.0, 0.8, 0.4]]])  # 1.6 -> 1, 0.8, 0.4
+    torch.testing.assert_close(
+        clipped["rgb"], render_point_cloud(point, IDENTITY, rgb=capped, **kw)["rgb"]
+    )
+    g = torch.Generator().manual_seed(2)
+    cloud = (torch.rand(1, 30, 3, generator=g) - 0.5) * 0.5
+    rgb = torch.rand(1, 30, 3, generator=g)
+    images, grads = [], []
+    for stop in (False, True):
+        points = cloud.clone().requires_grad_(True)
+        out = render_point_cloud(points, IDENTITY, vox_size=G, sigma=1.0, kernel_size=3, rgb=rgb,
+                                 rgb_stop_points_gradient=stop)  # fmt: skip
+        out["rgb"].sum().backward()
+        images.append(out["rgb"].detach())
+        grads.append(points.grad)
+    torch.testing.assert_close(images[0], images[1])
+    assert not torch.allclose(grads[0], grads[1])
