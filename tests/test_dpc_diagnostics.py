@@ -149,10 +149,15 @@ def test_yaw_spread_keeps_the_candidates_winning_on_fixed_gt_shapes(tiny_world: 
     assert upstream.max(-1).values.mean() > spread.max(-1).values.mean() + 0.1, upstream
 
 
-def test_candidate_diagnostics_separate_a_lagging_student_from_a_flipped_winner() -> None:
+@pytest.mark.parametrize("given_in", ["constructor", "records"])
+def test_candidate_diagnostics_separate_a_lagging_student_from_a_flipped_winner(
+    given_in: str,
+) -> None:
     """Views whose winner is the 180° yaw flip count against the winner but not against the best
     candidate; a student between the candidates agrees with none of them. The alignment in use
-    (``q_ref``, a 40° tilt) is applied to the candidates as to the student."""
+    (``q_ref``, a 40° tilt) is applied to the candidates as to the student, also when the records
+    carry it and the evaluator was built with another (the test step re-estimates it after the
+    evaluator is built)."""
     from occaist.evaluation.point_clouds import PointCloudEvaluator
 
     ref = _turn([1.0, 0.0, 0.0], 40.0)
@@ -172,9 +177,15 @@ def test_candidate_diagnostics_separate_a_lagging_student_from_a_flipped_winner(
         record = {"model_id": f"m{m}", "views": 4, "mask_xor": 0.0, "acc": 0.0}
         record.update(raw_pose=student.tolist(), gt_pose=g.tolist(), errors=errors.tolist())
         record.update(median_deg=0.0, wins=wins, raw_candidates=candidates.tolist())
+        if given_in == "records":
+            record["reference_rotation"] = ref.tolist()
         records.append(record)
-    evaluator = PointCloudEvaluator(reference_rotation=ref.tolist(), num_candidates=2)
-    summary = evaluator.evaluate(records, {"split": "test", "metrics": {}}).summary
+    built_with = ref.tolist() if given_in == "constructor" else [1.0, 0.0, 0.0, 0.0]
+    evaluator = PointCloudEvaluator(reference_rotation=built_with, num_candidates=2)
+    report = evaluator.evaluate(records, {"split": "test", "metrics": {}})
+    summary = report.summary
+    assert summary["reference_rotation"] == pytest.approx(ref.tolist())
+    assert report.documents["alignment"]["reference_rotation_wxyz"] == pytest.approx(ref.tolist())
     assert summary["winner_candidate_acc30"] == pytest.approx(0.5)
     assert summary["best_candidate_acc30"] == pytest.approx(1.0)
     assert summary["best_candidate_median_deg"] == pytest.approx(0.0, abs=1e-4)

@@ -271,6 +271,11 @@ class PointCloudEvaluator(Evaluator):
     # ------------------------------------------------------------------ the report
     def evaluate(self, records: list[dict[str, Any]], context: dict[str, Any]) -> Report:
         split, root = context.get("split", "test"), context.get("root", "")
+        used = {tuple(r["reference_rotation"]) for r in records if r.get("reference_rotation")}
+        if len(used) > 1:
+            raise ValueError(f"records were aligned with {len(used)} different rotations: {used}")
+        if used:  # the rotation the test step applied wins over the one known at construction
+            self.reference_rotation = list(used.pop())  # (re-estimated after it, on test start)
         metrics = context.get("metrics", {})
         t, acc = self.threshold_deg, self.acc_key
         diag = self._pose_diagnostics(records)

@@ -359,6 +359,9 @@ class PointCloudPoseNet(pl.LightningModule):
         loss, silhouettes, masks = eval_projection(self, batch, pred)
         self.log("test/loss_proj", loss, sync_dist=True, batch_size=batch["image"].shape[0])
         records = model_records(self, batch, pred, silhouettes, masks, "test")
+        if not self.hparams.camera_supervised:  # the evaluator reads the rotation in use here
+            for record in records:
+                record["reference_rotation"] = self.reference_rotation.tolist()
         if self.hparams.eval_candidate_wins and "candidates" in pred:
             winners = candidate_winners(self, pred, masks)
             for i, record in enumerate(records):
