@@ -62,8 +62,9 @@ def test_adds_blocks_agree_with_one_block(monkeypatch: pytest.MonkeyPatch) -> No
     Rp, tp, Rg, tg, gen = _poses(3, 2)
     pts = torch.randn(300, 3, generator=gen, dtype=torch.float64)
     whole = adds_error(Rp, tp, Rg, tg, pts)
-    monkeypatch.setattr(add_module, "_CHUNK", 7)
-    assert torch.allclose(adds_error(Rp, tp, Rg, tg, pts), whole, rtol=0, atol=0)
+    for chunk in (7, 2):  # 2: fewer than the batch (3) and the coordinates (3)
+        monkeypatch.setattr(add_module, "_CHUNK", chunk)
+        assert torch.allclose(adds_error(Rp, tp, Rg, tg, pts), whole, rtol=0, atol=0)
 
 
 def test_symmetric_flip_has_zero_adds_and_large_add() -> None:

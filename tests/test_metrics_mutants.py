@@ -21,9 +21,9 @@ def test_mask_xor_cuts_soft_masks_strictly_above_the_threshold_and_keeps_bool_ma
     assert mask_xor(soft, soft).tolist() == [0.0]
     assert mask_xor(reference.bool(), soft).tolist() == [1.0]
     # bool masks are taken as they are, whatever the threshold
-    ref_bool, pred_bool = reference.bool(), torch.tensor([[True, False], [True, False]])[None]
+    ref_bool, pred_bool = reference.bool(), torch.tensor([[True, False], [False, False]])[None]
     for threshold in (0.5, 1.0, -1.0):
-        assert mask_xor(pred_bool, ref_bool, threshold).tolist() == [1.0]
+        assert mask_xor(pred_bool, ref_bool, threshold).tolist() == [0.5]
 
 
 def test_mask_metric_threshold_default_and_given() -> None:

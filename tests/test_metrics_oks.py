@@ -60,7 +60,10 @@ def _oks(shift: float, sigmas) -> float:
 def test_exact_detections_score_1_and_stats_keep_coco_order() -> None:
     gt = _dataset()
     before = copy.deepcopy(gt)
-    stats = coco_keypoint_ap(gt, _detections(gt, 0.0))
+    detections = _detections(gt, 0.0)
+    detections_before = copy.deepcopy(detections)
+    stats = coco_keypoint_ap(gt, detections)
+    assert detections == detections_before  # pycocotools adds fields to a copy only
     assert list(stats) == list(STAT_NAMES)
     assert stats["AP"] == pytest.approx(1.0)
     assert stats["AP75"] == pytest.approx(1.0)

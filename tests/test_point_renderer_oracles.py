@@ -194,3 +194,74 @@ def test_colour_options_divide_clip_and_stop_gradient() -> None:
         grads.append(points.grad)
     torch.testing.assert_close(images[0], images[1])
     assert not torch.allclose(grads[0], grads[1])
+
+
+def test_render_voxels_of_one_coloured_voxel_on_a_non_cubic_grid() -> None:
+    """D = 3 slices of 4 × 5 pixels, one opaque voxel at slice 1, pixel (2, 3): that ray ends
+    there (probability 1 − ε after the free slice 0), every other ray escapes to the white
+    background at ``max_depth``."""
+    from occaist.geometry.point_renderer import render_voxels
+
+    eps = 0.1
+    occupancy = torch.zeros(1, 3, 4, 5, dtype=torch.float64)
+    occupancy[0, 1, 2, 3] = 1.0
+    colour = torch.tensor([0.2, 0.5, 0.9], dtype=torch.float64)
+    features = torch.zeros(1, 3, 3, 4, 5, dtype=torch.float64)
+    features[0, :, 1, 2, 3] = colour
+    out = render_voxels(occupancy, features=features, eps=eps, camera_distance=3.0, max_depth=7.0)
+    empty = (1 - eps) ** 3  # escape through three nearly free slices
+    hit = [eps, (1 - eps) * (1 - eps), (1 - eps) * eps * eps]  # p_d on the hit ray
+    hit_escape = (1 - eps) * eps * (1 - eps)
+    expected_sil = torch.full((4, 5), 1 - empty, dtype=torch.float64)
+    expected_sil[2, 3] = 1 - hit_escape
+    torch.testing.assert_close(out["silhouette"][0], expected_sil)
+    slices = [d / 3 - 0.5 + 3.0 for d in range(3)]
+    free_depth = sum(eps * (1 - eps) ** d * slices[d] for d in range(3)) + empty * 7.0
+    expected_depth = torch.full((4, 5), free_depth, dtype=torch.float64)
+    expected_depth[2, 3] = sum(p * z for p, z in zip(hit, slices, strict=True)) + hit_escape * 7.0
+    torch.testing.assert_close(out["depth"][0], expected_depth)
+    expected_rgb = torch.full((3, 4, 5), empty, dtype=torch.float64)
+    expected_rgb[:, 2, 3] = hit[1] * colour + hit_escape
+    torch.testing.assert_close(out["rgb"][0], expected_rgb)
+    # without depth the silhouette is the same and colours are still composited
+    no_depth = render_voxels(occupancy, features=features, eps=eps, return_depth=False)
+    assert "depth" not in no_depth
+    torch.testing.assert_close(no_depth["rgb"], out["rgb"])
+    silhouette_only = render_voxels(occupancy, eps=eps, return_depth=False)
+    assert set(silhouette_only) == {"silhouette"}
+    torch.testing.assert_close(silhouette_only["silhouette"], out["silhouette"])
+    default = render_voxels(torch.zeros(1, 3, 4, 5, dtype=torch.float64))
+    expected_default = 1 - torch.full((1, 4, 5), (1 - 1e-5) ** 3, dtype=torch.float64)
+    torch.testing.assert_close(default["silhouette"], expected_default)
+    torch.testing.assert_close(
+        default["depth"].max(), torch.tensor(10.0, dtype=torch.float64), atol=1e-3, rtol=0
+    )
+
+
+def test_chunked_rendering_passes_every_option_on() -> None:
+    g = torch.Generator().manual_seed(3)
+    points = (torch.rand(3, 20, 3, generator=g) - 0.5) * 0.5
+    quats = torch.nn.functional.normalize(torch.randn(3, 4, generator=g), dim=-1)
+    rgb = torch.rand(3, 20, 3, generator=g)
+    options = dict(
+        vox_size=8, sigma=0.7, kernel_size=3, scale=0.8, return_depth=True, rgb=rgb,
+        rgb_divide_by_occupancies=True, rgb_clip_after_conv=True, rgb_stop_points_gradient=True,
+        rgb_occupancy_eps=0.3, blur="conv3d", eps=0.02, focal_length=1.5, camera_distance=2.5,
+        max_depth=6.0,
+    )  # fmt: skip
+    whole = render_point_cloud(points, quats, **options)
+    chunked = render_point_cloud(points, quats, chunk_size=2, **options)
+    for key in ("silhouette", "depth", "rgb"):
+        torch.testing.assert_close(chunked[key], whole[key])
+    # each option matters here, so a chunk rendered with a default would differ
+    defaults = {"rgb_occupancy_eps": 0.01, "eps": 1e-5, "max_depth": 10.0,
+                "camera_distance": 2.0, "focal_length": 1.875, "sigma": 1.0}  # fmt: skip
+    for name, value in defaults.items():
+        other = render_point_cloud(points, quats, **{**options, name: value})
+        assert not torch.allclose(other["depth"], whole["depth"]) or not torch.allclose(
+            other["rgb"], whole["rgb"]
+        ), name
+    silhouettes = render_point_cloud(
+        points, quats, chunk_size=2, vox_size=8, sigma=0, projection="max"
+    )
+    assert set(silhouettes) == {"silhouette"} and silhouettes["silhouette"].shape == (3, 8, 8)
