@@ -35,3 +35,12 @@ def test_pooled_features_buffers_stay_out_of_the_state_dict_and_trunk_stays_froz
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     torch.testing.assert_close(out, trunk((rgb - mean) / std).mean((2, 3)))
+
+
+def test_feature_distance_keeps_its_normalisation_out_of_checkpoints() -> None:
+    from occaist.models.aist.losses import FeatureDistance
+
+    phi = FeatureDistance(weights_path=None)
+    assert not {"mean", "std"} & set(phi.state_dict())
+    assert all(key.startswith("phi.") for key in phi.state_dict())
+    assert phi.train() is phi and phi.training and not phi.phi.training

@@ -108,3 +108,20 @@ def test_axis_angle_of_a_60_degree_turn() -> None:
     got_axis, angle = quaternion_to_axis_angle(-q)  # the same rotation
     torch.testing.assert_close(got_axis, axis)
     assert angle.item() == pytest.approx(math.radians(60.0))
+
+
+def test_projection_with_a_batch_of_cameras_equals_per_camera() -> None:
+    from occaist.geometry.camera import intrinsic_matrix, project_points, projection_matrix
+
+    K = intrinsic_matrix(100.0, 90.0, 32.0, 24.0).expand(2, 3, 3)
+    R = quaternion_to_rotation_matrix(_unit_quaternions(2, seed=7))
+    t = torch.tensor([[0.1, -0.2, 4.0], [0.3, 0.0, 5.0]], dtype=torch.float64)
+    P = projection_matrix(K, R, t)
+    assert P.shape == (2, 3, 4)
+    points = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    xy, z = project_points(P, points)
+    for b in range(2):
+        xy_b, z_b = project_points(projection_matrix(K[b], R[b], t[b]), points[b])
+        torch.testing.assert_close(xy[b], xy_b)
+        torch.testing.assert_close(z[b], z_b)
+        torch.testing.assert_close(z_b, (points[b] @ R[b].T + t[b])[:, 2])

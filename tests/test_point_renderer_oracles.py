@@ -265,3 +265,42 @@ def test_chunked_rendering_passes_every_option_on() -> None:
         points, quats, chunk_size=2, vox_size=8, sigma=0, projection="max"
     )
     assert set(silhouettes) == {"silhouette"} and silhouettes["silhouette"].shape == (3, 8, 8)
+
+
+def test_kernel_blur_default_boundaries_and_input_checks() -> None:
+    from occaist.geometry.point_renderer import blur_voxels, gaussian_kernel_1d
+
+    k = gaussian_kernel_1d(0.7, 5, torch.float64)
+    t = torch.arange(-2, 3, dtype=torch.float64)
+    expected = torch.exp(-(t**2) / (2 * 0.7**2))
+    torch.testing.assert_close(k, expected / expected.sum())
+    vox = torch.rand(1, 1, 5, 5, 5, generator=torch.Generator().manual_seed(4))
+    kernel = gaussian_kernel_1d(1.3, 3)
+    torch.testing.assert_close(blur_voxels(vox, kernel), blur_voxels(vox, kernel, "matmul"))
+    # a point exactly on the near face (δ = −0.5) is kept, in slice 0; points outside the
+    # grid on either side add nothing
+    edge = render_point_cloud(_on_axis(0), IDENTITY, vox_size=G, sigma=0, projection="max")
+    torch.testing.assert_close(edge["silhouette"][0], _image_with(1.0))
+    outside = torch.tensor([[[-0.9, 0.0, 0.0], [0.9, 0.3, -0.2], [0.0, -0.7, 0.0]]])
+    with_outside = torch.cat((_on_axis(0), outside), dim=1)
+    out = render_point_cloud(with_outside, IDENTITY, vox_size=G, sigma=0, projection="max")
+    torch.testing.assert_close(out["silhouette"][0], _image_with(1.0))
+    # an occupancy scale above 1 is clipped to 1 after scaling
+    strong = render_point_cloud(
+        _on_axis(4), IDENTITY, vox_size=G, sigma=0, projection="max", scale=2.5
+    )
+    torch.testing.assert_close(strong["silhouette"][0], _image_with(1.0))
+    no_depth = render_point_cloud(_on_axis(4), IDENTITY, vox_size=G, sigma=0, return_depth=False)
+    assert set(no_depth) == {"silhouette"}
+    with pytest.raises(ValueError, match="points must be"):
+        render_point_cloud(torch.zeros(1, 5, 2), IDENTITY)
+
+
+def test_colours_are_not_clipped_by_default() -> None:
+    """Two coincident points sum their colours above 1; only the clip option caps them."""
+    twice = _on_axis(4).repeat(1, 2, 1)
+    colours = torch.tensor([[[0.8, 0.4, 0.2]]]).repeat(1, 2, 1)
+    default = render_point_cloud(twice, IDENTITY, vox_size=G, sigma=0, rgb=colours)
+    clipped = render_point_cloud(twice, IDENTITY, vox_size=G, sigma=0, rgb=colours,
+                                 rgb_clip_after_conv=True)  # fmt: skip
+    assert not torch.allclose(default["rgb"], clipped["rgb"])

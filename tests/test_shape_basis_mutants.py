@@ -29,7 +29,7 @@ def test_component_count_must_lie_in_one_to_min_of_samples_minus_one_and_3j() ->
     assert ShapeBasis.fit(many, 6, [1, 0], AXIS).num_components == 6
     with pytest.raises(ValueError, match="n_components"):
         ShapeBasis.fit(many, 7, [1, 0], AXIS)
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match="keypoints must have shape"):
         ShapeBasis.fit(_shapes(3)[..., :2], 1, PERM, AXIS)  # (M, J, 2)
 
 
