@@ -17,6 +17,7 @@ from occaist.geometry.quaternion import (
 __all__ = [
     "linear_schedule",
     "min_projection_loss",
+    "shape_consistency_loss",
     "student_loss",
     "subsample_points",
     "weight_l2",
@@ -54,6 +55,31 @@ def min_projection_loss(
         others = (errors.sum(1) - chosen) / (k - 1)
         loss = loss + others_weight * 0.5 * others.mean()
     return loss, winner, errors.detach()
+
+
+def shape_consistency_loss(points: Tensor, num_points: int | None = 512) -> Tensor:
+    """Ours (not in the paper or the code): the clouds predicted from different views of one model
+    should be the same cloud, in the same canonical frame.
+
+    Args:
+        points: ``(B, V, N, 3)``, every view's predicted cloud.
+        num_points: points of each cloud compared (a random subset per cloud; None: all).
+
+    Returns:
+        The symmetric Chamfer distance (mean nearest-neighbour distance, both ways, not squared)
+        between view 0's cloud and each other view's cloud, averaged over the ``B·(V−1)`` pairs.
+        A view whose cloud comes out turned (a car's front/back flip) pays the distance between
+        the car and its turned copy.
+    """
+    b, v, n, _ = points.shape
+    if v < 2:
+        return points.new_zeros(())
+    if num_points is not None and num_points < n:
+        points = subsample_points(points.flatten(0, 1), num_points / n).view(b, v, -1, 3)
+    first = points[:, :1].expand(-1, v - 1, -1, -1).flatten(0, 1)  # (B(V-1), M, 3)
+    others = points[:, 1:].flatten(0, 1)
+    distances = torch.cdist(first, others, compute_mode="donot_use_mm_for_euclid_dist")
+    return (distances.min(2).values.mean(1) + distances.min(1).values.mean(1)).mean()
 
 
 def student_loss(teacher: Tensor, student: Tensor, form: str = "code") -> Tensor:

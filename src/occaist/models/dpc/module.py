@@ -53,6 +53,7 @@ from occaist.models.dpc.evaluation_steps import (
 from occaist.models.dpc.losses import (
     linear_schedule,
     min_projection_loss,
+    shape_consistency_loss,
     student_loss,
     subsample_points,
     weight_l2,
@@ -72,8 +73,10 @@ class PointCloudPoseNet(pl.LightningModule):
     ``conf/model/dpc.yaml``, documented there with its upstream value and in ``docs/dpc.md``
     ("Config knobs"). Ours, not upstream's: ``loser_loss_*`` (a decaying share of the projection
     loss for non-winning candidates), ``student_lr_scale`` (the student head's learning rate
-    relative to the rest; upstream 1: one rate for all), ``align_consensus_deg`` (average only
-    the largest group of agreeing ICP rotations; None: upstream's plain average),
+    relative to the rest; upstream 1: one rate for all), ``shape_consistency_*`` (a Chamfer
+    term between the clouds of different views of one model; upstream 0: off),
+    ``align_consensus_deg`` (average only the largest group of agreeing ICP rotations; None:
+    upstream's plain average),
     ``test_icp_num_points`` (ICP points of the re-estimation before testing; None: all),
     ``eval_candidate_wins`` and ``template_models`` (diagnostics and a baseline of the
     evaluation). ``eval_output_dir`` is ignored (the evaluation callback writes the files); it
@@ -99,6 +102,8 @@ class PointCloudPoseNet(pl.LightningModule):
         loser_loss_weight: float = 0.0,
         loser_loss_steps: int = 0,
         student_lr_scale: float = 1.0,
+        shape_consistency_weight: float = 0.0,
+        shape_consistency_points: int | None = 256,
         camera_supervised: bool = False,
         image_log_every_n_steps: int = 1000,
         panel_rows: int = 4,
@@ -216,13 +221,24 @@ class PointCloudPoseNet(pl.LightningModule):
         sigma, keep = self.current_sigma(), self.current_keep_prob()
         log_value = functools.partial(self.log, batch_size=b, sync_dist=True)
         target = self._masks_at_render_size(masks.flatten(0, 1))  # (BV, G, G)
+        loss_shape = None
         if hp.camera_supervised:
             features = self.net.encode(images[:, 0])
             shape = self.net.decode_shape(features)
             quats = batch["quaternion"].flatten(0, 1)[:, None]  # (BV, 1, 4)
         else:
             features = self.net.encode(images.flatten(0, 1))  # (BV, F)
-            shape = self.net.decode_shape(features.view(b, v, -1)[:, 0])
+            if hp.shape_consistency_weight > 0 and v > 1:  # ours: every view's cloud
+                every = self.net.decode_shape(features)
+                shape = {
+                    key: value.view(b, v, *value.shape[1:])[:, 0] for key, value in every.items()
+                }
+                loss_shape = shape_consistency_loss(
+                    every["points"].view(b, v, *every["points"].shape[1:]),
+                    hp.shape_consistency_points,
+                )
+            else:  # upstream: the first view's cloud is rendered under every view's poses
+                shape = self.net.decode_shape(features.view(b, v, -1)[:, 0])
             pose = self.net.decode_pose(features)
             quats = pose["candidates"]  # (BV, K, 4)
         k = quats.shape[1]
@@ -255,6 +271,9 @@ class PointCloudPoseNet(pl.LightningModule):
             loss_rgb = 0.5 * (image - colours).pow(2).flatten(1).sum(-1).mean()
             loss = loss + hp.rgb_loss_weight * loss_rgb
             log_value("train/loss_rgb", loss_rgb)
+        if loss_shape is not None:
+            loss = loss + hp.shape_consistency_weight * loss_shape
+            log_value("train/loss_shape_consistency", loss_shape)
         if not hp.camera_supervised:
             teacher = quats.gather(1, winner[:, None, None].expand(-1, 1, 4)).squeeze(1)
             loss_st = student_loss(teacher, pose["student"], hp.student_loss).mean()
