@@ -200,3 +200,39 @@ def test_training_step_feeds_the_network_the_randomised_batch(
     outside = (near == 0).expand_as(batch["image"])  # away from the object's blurred edge
     # the plain split's background is black; the network saw textures there
     assert batch["image"][outside].max() < 0.05 and seen[0][outside].std() > 0.05
+
+
+def test_test_step_breaks_the_add_error_into_rotation_and_translation() -> None:
+    """A prediction with the true rotation and a shifted location fails only on translation; one
+    turned half about the model's y axis is 180° off, and 0° up to that half turn."""
+    from occaist.evaluation.pose import pose_accuracy_rows
+    from occaist.models.pose_regression.module import PoseRegressor
+
+    torch.manual_seed(0)
+    net = PoseRegressionNet(num_objects=1, image_size=32, channels=[8, 16], hidden=16)
+    model = PoseRegressor(net, optimizer=None, num_objects=1, image_size=32)
+    R = torch.linalg.qr(torch.randn(2, 3, 3))[0]
+    R = R * torch.linalg.det(R).sign()[:, None, None]  # proper rotations
+    t = torch.tensor([[0.0, 0.0, 500.0], [10.0, -5.0, 400.0]])
+    half = torch.diag(torch.tensor([-1.0, 1.0, -1.0]))
+    shift = torch.tensor([[30.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    pred_R = torch.stack([R[0], R[1] @ half])
+    model.forward = lambda *_: {"R": pred_R, "t": t + shift}
+    batch = {"image": torch.zeros(2, 3, 32, 32), "K": torch.eye(3).expand(2, 3, 3),
+             "obj_index": torch.zeros(2, dtype=torch.long), "obj_id": torch.ones(2).long(),
+             "diameter": torch.full((2,), 100.0), "points": torch.randn(2, 50, 3) * 30,
+             "R": R, "t": t, "box": torch.zeros(2, 4), "symmetric": torch.zeros(2).bool(),
+             "scene_id": torch.ones(2).long(), "im_id": torch.arange(2),
+             "inst_id": torch.zeros(2).long()}  # fmt: skip
+    model.losses = lambda *_: {"total": torch.tensor(0.0)}
+    records = model.test_step(batch, 0)["records"]
+    first, second = records
+    assert first["add_true_translation"] == pytest.approx(0.0, abs=1e-4)  # rotation is exact
+    assert first["add_true_rotation"] == pytest.approx(30.0, rel=1e-4) == first["add"]
+    assert second["rot_err_deg"] == pytest.approx(180.0, abs=0.1)
+    assert second["rot_err_half_turn_deg"] == pytest.approx(0.0, abs=0.1)
+    assert second["add_true_rotation"] == pytest.approx(0.0, abs=1e-4)
+    assert second["add_true_translation"] == pytest.approx(second["add"]) and second["add"] > 10
+    row = next(r for r in pose_accuracy_rows(records) if r["object"] == "all")
+    assert row["ADD"] == 0.0 and row["ADD true R"] == 50.0 and row["ADD true t"] == 50.0
+    assert row["over_150deg"] == 50.0

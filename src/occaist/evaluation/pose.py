@@ -1,10 +1,13 @@
 """The pose regressor's evaluation report: ADD / ADD-S accuracies per object, with a baseline.
 
 Records (one per test sample, from ``PoseRegressor.test_step``): ``obj_id``, ``diameter``,
-``symmetric``, the model's ``add``, ``adds`` (mm), ``rot_err_deg``, ``trans_err_mm``, and the
-"mean training pose" baseline's ``baseline_add``, ``baseline_adds``. The ``pose_accuracy`` table
-has one row per method and object (and an ``all`` row): the seed's figures, the fraction of
-samples whose ADD / ADD-S is below ``fraction`` of the object's diameter, in percent.
+``symmetric``, the model's ``add``, ``adds`` (mm), ``rot_err_deg``, ``trans_err_mm``, the
+breakdown ``add_true_rotation``, ``add_true_translation`` (ADD with the true rotation or the true
+translation put in) and ``rot_err_half_turn_deg``, and the "mean training pose" baseline's
+``baseline_add``, ``baseline_adds``. The ``pose_accuracy`` table has one row per method and
+object (and an ``all`` row): the seed's figures, the fraction of samples whose ADD / ADD-S is
+below ``fraction`` of the object's diameter, in percent; the model's rows add the median errors
+and the breakdown (:func:`_breakdown`).
 """
 
 from __future__ import annotations
@@ -39,8 +42,30 @@ def pose_accuracy_rows(records: list[dict[str, Any]], fraction: float = 0.1) -> 
             if method == "model":
                 row["rot_err_deg"] = round(float(np.median([r["rot_err_deg"] for r in sel])), 2)
                 row["trans_err_mm"] = round(float(np.median([r["trans_err_mm"] for r in sel])), 2)
+                row.update(_breakdown(sel, diameter, fraction))
             rows.append(row)
     return rows
+
+
+def _breakdown(sel: list[dict[str, Any]], diameter: np.ndarray, fraction: float) -> dict:
+    """Which part of the pose fails: ADD (%) with the true rotation put in ("ADD true R": only
+    the translation is the model's), with the true translation put in ("ADD true t"), the median
+    rotation error up to a half turn about the model's y axis and the share (%) of predictions
+    more than 150° off (mostly such half turns). Empty for records without these errors."""
+    if "add_true_rotation" not in sel[0]:
+        return {}
+    out = {}
+    for key, column in (
+        ("add_true_rotation", "ADD true R"),
+        ("add_true_translation", "ADD true t"),
+    ):
+        err = np.array([r[key] for r in sel])
+        out[column] = round(100.0 * float(np.mean(err < fraction * diameter)), 1)
+    half = np.array([r["rot_err_half_turn_deg"] for r in sel])
+    out["rot_err_half_turn_deg"] = round(float(np.median(half)), 2)
+    rot = np.array([r["rot_err_deg"] for r in sel])
+    out["over_150deg"] = round(100.0 * float(np.mean(rot > 150.0)), 1)
+    return out
 
 
 class PoseEvaluator(Evaluator):

@@ -226,14 +226,24 @@ class PoseRegressor(pl.LightningModule):
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
         pred = self._eval_step("test", batch)
         R0, t0 = self.mean_training_pose(batch["obj_index"])
-        points = batch["points"]
+        points, R, t = batch["points"], batch["R"], batch["t"]
+        rot_err = rotation_angle_deg(pred["R"], R)
+        half_turn = torch.diag(R.new_tensor([-1.0, 1.0, -1.0]))  # π about the model's y axis
         errors = {
-            "add": add_error(pred["R"], pred["t"], batch["R"], batch["t"], points),
-            "adds": adds_error(pred["R"], pred["t"], batch["R"], batch["t"], points),
-            "rot_err_deg": rotation_angle_deg(pred["R"], batch["R"]),
-            "trans_err_mm": (pred["t"] - batch["t"]).norm(dim=-1),
-            "baseline_add": add_error(R0, t0, batch["R"], batch["t"], points),
-            "baseline_adds": adds_error(R0, t0, batch["R"], batch["t"], points),
+            "add": add_error(pred["R"], pred["t"], R, t, points),
+            "adds": adds_error(pred["R"], pred["t"], R, t, points),
+            "rot_err_deg": rot_err,
+            "trans_err_mm": (pred["t"] - t).norm(dim=-1),
+            # which part of the pose fails ADD: the prediction with the true rotation put in
+            # (only its translation wrong), with the true translation put in, and the rotation
+            # error up to a half turn about the model's vertical (y) axis
+            "add_true_rotation": add_error(R, pred["t"], R, t, points),
+            "add_true_translation": add_error(pred["R"], t, R, t, points),
+            "rot_err_half_turn_deg": torch.minimum(
+                rot_err, rotation_angle_deg(pred["R"] @ half_turn, R)
+            ),
+            "baseline_add": add_error(R0, t0, R, t, points),
+            "baseline_adds": adds_error(R0, t0, R, t, points),
         }
         keys = ("obj_id", "scene_id", "im_id", "inst_id", "diameter", "symmetric")
         columns = {k: batch[k].tolist() for k in keys} | {k: v.tolist() for k, v in errors.items()}
