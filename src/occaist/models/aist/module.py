@@ -23,7 +23,9 @@ config dicts (:meth:`AISTCycleGAN.on_save_checkpoint`), so it loads with
 checkpoint alone.
 
 Generator switches for short budgets (``model.generator.output=residual`` starts G and F as the
-identity, ``model.generator.upsampling=resize_conv`` avoids the checkerboard; see
+identity, ``model.generator.upsampling=resize_conv`` avoids the checkerboard,
+``model.generator.keep_background`` keeps the silhouette exactly, ``model.generator.input_skip``
+lets the change depend on the pixel's colour, which instance norm hides from the trunk; see
 :mod:`.networks` and docs/aist.md). Validation logs the stylisation measures of
 :mod:`occaist.evaluation.stylisation` (two-sample AUC against the real segments, colour
 correlation, alpha IoU and their ``stylisation_score``, the sweeps' objective); a run that ends
