@@ -40,9 +40,9 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from occaist.data.common import warn_if_synthetic
+from occaist.data.common import SplitLoaders, warn_if_synthetic
 from occaist.utils.logging import RankedLogger
 
 log = RankedLogger(__name__, rank_zero_only=False)
@@ -478,7 +478,7 @@ def _fit(chw: torch.Tensor, scale: float, size: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------- DataModule
 
 
-class BOPDataModule(pl.LightningDataModule):
+class BOPDataModule(SplitLoaders, pl.LightningDataModule):
     """Train / val / test splits of one BOP dataset (see the module docstring).
 
     Args:
@@ -558,24 +558,3 @@ class BOPDataModule(pl.LightningDataModule):
                 log.info(
                     "bop %s (%s): %d instances of objects %s", name, ds.split, len(ds), ds.obj_ids
                 )
-
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-        hp = self.hparams
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train and hp.shuffle,
-            drop_last=train and len(dataset) >= batch_size,
-            num_workers=hp.num_workers,
-            pin_memory=hp.pin_memory,
-            persistent_workers=hp.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.data_train, self.hparams.batch_size, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.data_val, self.hparams.eval_batch_size, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.data_test, self.hparams.eval_batch_size, train=False)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from torch.utils.data import DataLoader, Dataset
 
 from occaist.utils.logging import get_logger
 
@@ -43,3 +47,37 @@ def warn_if_synthetic(root: str | os.PathLike) -> bool:
             marker,
         )
     return True
+
+
+class SplitLoaders:
+    """The train / val / test DataLoaders of a LightningDataModule (mix in before it).
+
+    The data module sets ``data_train`` / ``data_val`` / ``data_test`` in ``setup`` and has the
+    hyperparameters ``batch_size`` (training), ``eval_batch_size``, ``shuffle``, ``num_workers``
+    and ``pin_memory``; ``collate_fn`` (a class attribute, None: PyTorch's default) batches the
+    items. Training drops the last incomplete batch unless the split is smaller than a batch.
+    """
+
+    collate_fn: Callable[[list[Any]], Any] | None = None
+
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
+        hp = self.hparams  # type: ignore[attr-defined]
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train and hp.shuffle,
+            drop_last=train and len(dataset) >= batch_size,  # type: ignore[arg-type]
+            num_workers=hp.num_workers,
+            pin_memory=hp.pin_memory,
+            persistent_workers=hp.num_workers > 0,
+            collate_fn=type(self).collate_fn,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.data_train, self.hparams.batch_size, train=True)  # type: ignore[attr-defined]
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.data_val, self.hparams.eval_batch_size, train=False)  # type: ignore[attr-defined]
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.data_test, self.hparams.eval_batch_size, train=False)  # type: ignore[attr-defined]

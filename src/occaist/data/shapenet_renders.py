@@ -44,9 +44,9 @@ import scipy.io
 import torch
 from PIL import Image, UnidentifiedImageError
 from scipy.io.matlab import MatReadError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from occaist.data.common import warn_if_synthetic
+from occaist.data.common import SplitLoaders, warn_if_synthetic
 from occaist.geometry.camera import quaternion_from_campos
 from occaist.utils.io import atomic_write
 from occaist.utils.logging import RankedLogger
@@ -429,7 +429,7 @@ def collate_models(items: list[dict[str, Any] | None]) -> dict[str, Any] | None:
     return batch
 
 
-class ShapeNetRendersDataModule(pl.LightningDataModule):
+class ShapeNetRendersDataModule(SplitLoaders, pl.LightningDataModule):
     """Batches of B models x V views from the DPC layout (see the module docstring).
 
     Training batches: ``batch_size`` models, ``views_per_model`` views each drawn without
@@ -455,6 +455,8 @@ class ShapeNetRendersDataModule(pl.LightningDataModule):
             on first read and reused; None reads the PNGs every time.
         shuffle: shuffle training models (upstream reads records in order: ``false``).
     """
+
+    collate_fn = staticmethod(collate_models)  # B models x V views (skips unreadable models)
 
     def __init__(
         self,
@@ -543,25 +545,3 @@ class ShapeNetRendersDataModule(pl.LightningDataModule):
                     f"{r['split']}/{r['model_id']}: {r['file']} ({r['reason']})" for r in skipped
                 ),
             )
-
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool) -> DataLoader:
-        hp = self.hparams
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train and hp.shuffle,
-            drop_last=train and len(dataset) >= batch_size,
-            num_workers=hp.num_workers,
-            pin_memory=hp.pin_memory,
-            persistent_workers=hp.num_workers > 0,
-            collate_fn=collate_models,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.data_train, self.hparams.batch_size, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.data_val, self.hparams.eval_batch_size, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.data_test, self.hparams.eval_batch_size, train=False)
