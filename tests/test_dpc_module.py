@@ -125,13 +125,16 @@ def test_eval_py_evaluates_a_checkpoint_on_any_split(tiny_world: Path, tmp_path:
     )
     assert summary["acc30"] == pytest.approx(metrics["test/acc30"])
     assert stored["reference_rotation"].tolist() != [1.0, 0.0, 0.0, 0.0]  # validation ran
-    # re-estimating the alignment before testing, from the same val models and weights,
-    # reproduces the stored one
+    # re-estimating the alignment before testing (after the evaluator is built): the report
+    # names the rotation the test step used, not the checkpoint's
     realign = [*eval_overrides, "model.realign_on_test=true", "eval_split=test"]
     with composed(realign, config_name="eval.yaml", output_dir=tmp_path / "realigned") as cfg:
-        evaluate(cfg)
+        _, objects = evaluate(cfg)
+    used = objects["model"].reference_rotation.tolist()
     again = json.loads((tmp_path / "realigned" / "eval" / "summary_test.json").read_text())
-    assert again["reference_rotation"] == pytest.approx(summary["reference_rotation"], abs=1e-5)
+    assert again["reference_rotation"] == pytest.approx(used, abs=1e-6)
+    alignment = json.loads((tmp_path / "realigned" / "eval" / "alignment.json").read_text())
+    assert alignment["reference_rotation_wxyz"] == pytest.approx(used, abs=1e-6)
 
 
 @pytest.mark.slow

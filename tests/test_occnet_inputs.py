@@ -182,7 +182,7 @@ def test_graph_module_refine_loss_over_occluded_or_all_labelled_nodes(nodes: str
     unlabelled nodes never count."""
     from functools import partial
 
-    from occaist.models.occlusion_net.module import OcclusionGraphNet
+    from occaist.models.occlusion_net.graph_module import OcclusionGraphNet
 
     head = KeypointGraphNet(encoder_hidden=8, decoder_hidden=8, use_3d=False)
     module = OcclusionGraphNet(
@@ -251,7 +251,7 @@ def test_graph_module_shape_augment_needs_the_basis_and_moves_training_graphs(tm
     from functools import partial
 
     from occaist.geometry.shape_basis import ShapeBasis
-    from occaist.models.occlusion_net.module import OcclusionGraphNet
+    from occaist.models.occlusion_net.graph_module import OcclusionGraphNet
 
     with pytest.raises(ValueError, match="shape basis"):
         OcclusionGraphNet(

@@ -2,7 +2,7 @@
 
 Each item is one car instance: ``index``, ``keypoints`` (K, 3) in pixels with COCO ``v`` and
 its hull box ``box`` (4,) xyxy (see :mod:`occaist.data.carfusion`). The detector-like input is
-made by the graph module (``occaist.models.occlusion_net.module.OcclusionGraphNet``), fresh at
+made by the graph module (``occaist.models.occlusion_net.graph_module.OcclusionGraphNet``), fresh at
 every step, unless ``heatmap_graphs`` names a file of a trained heatmap network's graphs
 (``scripts/occnet_heatmaps.py``): then items also carry its ``nodes`` (K, 3) ``(x, y, c)`` in the
 ROI frame of ``roi`` (4,). Left/right mirroring (``flip_prob``) mirrors x inside the box and

@@ -10,17 +10,16 @@ Two ResNet generators, G: X (synthetic renders) -> Y (real segments) and F: Y ->
    discriminator's LSGAN loss halved.
 
 Deviations from upstream/thesis, each a switch: ``alpha_mode`` (``proxy_soft`` default,
-``proxy_hard`` thesis as written, ``channel`` true RGBA; see :mod:`.losses`),
-``model.generator.activation`` (``leaky_relu`` 0.01 thesis, ``relu`` upstream), ``lr_policy``
-(``constant`` thesis, ``linear`` upstream's decay).
+``proxy_hard`` thesis as written, ``channel`` true RGBA; see :mod:`.losses`), ``lr_policy``
+(``constant`` thesis, ``linear`` upstream's decay), ``model.generator.activation``
+(``leaky_relu`` 0.01 thesis, ``relu`` upstream).
 
 Unlike upstream, a checkpoint holds both optimisers, both schedulers and both image pools, so
 resuming (``ckpt_path=...``) continues the same run (bit-for-bit on CPU with a fixed seed). The
-generators and discriminators are composed in config (``model.generator`` /
-``model.discriminator``, partials of the network classes); a checkpoint stores them as their
-config dicts (:meth:`AISTCycleGAN.on_save_checkpoint`), so it loads with
-``torch.load(weights_only=True)`` and :func:`occaist.stylize.load_generator` rebuilds G from the
-checkpoint alone.
+networks are composed in config (``model.generator`` / ``model.discriminator``, partials of the
+network classes); a checkpoint stores them as config dicts (:meth:`on_save_checkpoint`), so it
+loads with ``torch.load(weights_only=True)`` and :func:`occaist.stylize.load_generator` rebuilds
+G from the checkpoint alone.
 
 Generator switches for short budgets (``model.generator.output=residual`` starts G and F as the
 identity, ``model.generator.upsampling=resize_conv`` avoids the checkerboard,

@@ -8,24 +8,30 @@ global alignment by ICP. They write no files.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from occaist.callbacks.image_panels import log_point_cloud_panels
 from occaist.metrics.mask import mask_xor
 from occaist.metrics.pose import median_upper, quaternion_angle_deg
-from occaist.models.dpc.alignment import icp_view_rotations
+from occaist.models.dpc.alignment import apply_alignment, icp_view_rotations
 from occaist.models.dpc.losses import min_projection_loss
 from occaist.utils.logging import RankedLogger
 
 log = RankedLogger(__name__)
 
 __all__ = [
+    "add_test_diagnostics",
     "candidate_winners",
     "collect_alignment",
     "eval_projection",
+    "log_training_panels",
     "model_records",
+    "optimizer_param_groups",
+    "predict_images",
     "realign_from_validation_split",
 ]
 
@@ -160,3 +166,71 @@ def realign_from_validation_split(module: Any) -> None:
         module.reference_rotation.copy_(module.val_alignment.compute())
         log.info("global alignment re-estimated for testing: %s", module.reference_rotation)
     module.val_alignment.reset()
+
+
+def add_test_diagnostics(
+    module: Any, records: list[dict[str, Any]], pred: dict[str, Tensor], masks: Tensor
+) -> None:
+    """Add to each test record the global rotation the poses were aligned with
+    (``reference_rotation``: the evaluator reads it, since it may be re-estimated after the
+    evaluator is built) and, with ``eval_candidate_wins``, the winning candidate of every view
+    (``wins``) and every candidate's raw pose (``raw_candidates``, ``(V, K, 4)`` as lists)."""
+    if module.hparams.camera_supervised:
+        return
+    for record in records:
+        record["reference_rotation"] = module.reference_rotation.tolist()
+    if module.hparams.eval_candidate_wins and "candidates" in pred:
+        winners = candidate_winners(module, pred, masks)
+        for i, record in enumerate(records):
+            record["wins"] = winners[i].tolist()
+            record["raw_candidates"] = pred["candidates"][i].tolist()
+
+
+@torch.no_grad()
+def predict_images(module: Any, images: Tensor) -> list[dict[str, Tensor]]:
+    """Shape and pose of single images ``(B, 3, H, W)`` (RGB on white in [0, 1] at the training
+    size), one dict per image: ``points`` ``(N, 3)`` and the unit ``pose`` ``(4,)`` (w, x, y, z)
+    in the globally aligned frame of the test metrics, ``scale`` ``()`` the occupancy scale, and
+    ``silhouette`` ``(G, G)``, the cloud rendered under its predicted pose at ``eval_sigma``
+    (covering the whole input). Camera-supervised models predict no pose: ``pose`` and
+    ``silhouette`` are left out."""
+    pred = module.predict_views(images[:, None])
+    points, scale = pred["points"][:, 0], pred["scale"][:, 0]  # (B, N, 3), (B,)
+    out = {"points": points, "scale": scale}
+    if not module.hparams.camera_supervised:
+        pose = pred["pose"][:, 0]  # (B, 4), not unit: the head's raw output
+        pose = pose / pose.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        sigma = module.hparams.eval_sigma
+        out["silhouette"] = module.render(points, pose, scale, sigma)["silhouette"]
+        out["points"], out["pose"] = apply_alignment(points, pose, module.reference_rotation)
+    return [{key: value[i] for key, value in out.items()} for i in range(len(points))]
+
+
+@torch.no_grad()
+def log_training_panels(
+    module: Any, images: Tensor, target: Tensor, silhouettes: Tensor, points: Tensor
+) -> None:
+    """W&B / TensorBoard panels of a training step: inputs ``(B, V, 3, H, W)``, masks at render
+    size ``(B·V, G, G)``, every candidate's silhouette ``(B·V, K, G, G)`` and each model's cloud
+    ``(B, N, 3)`` seen from a fixed yaw (``panel_view_yaw_deg``) for the first ``panel_rows``."""
+    hp = module.hparams
+    b, v = images.shape[:2]
+    half = math.radians(hp.panel_view_yaw_deg) / 2
+    side = torch.tensor([[math.cos(half), 0.0, math.sin(half), 0.0]], device=points.device)
+    n = min(hp.panel_rows, b)
+    views = module.render(points[:n], side.expand(n, 4), None, hp.eval_sigma)["silhouette"]
+    masks = target.view(b, v, *target.shape[-2:])
+    log_point_cloud_panels(module, images, masks, silhouettes, views, n)
+
+
+def optimizer_param_groups(module: Any) -> list[Any]:
+    """The module's parameters for its optimizer: one group (upstream), or with
+    ``student_lr_scale`` != 1 two, the student head's last with ``lr_scale`` (ours), which
+    the module applies to the optimizer's learning rate after building it."""
+    scale = module.hparams.student_lr_scale
+    student = getattr(module.net, "student", None)
+    if scale == 1.0 or student is None:
+        return list(module.parameters())
+    own = {id(p) for p in student.parameters()}
+    rest = [p for p in module.parameters() if id(p) not in own]
+    return [{"params": rest}, {"params": list(student.parameters()), "lr_scale": scale}]

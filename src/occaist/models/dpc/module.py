@@ -27,7 +27,6 @@ per model and :class:`~occaist.evaluation.point_clouds.PointCloudEvaluator` writ
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import pytorch_lightning as pl
@@ -35,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from occaist.callbacks.image_panels import image_logger, log_point_cloud_panels
+from occaist.callbacks.image_panels import image_logger
 from occaist.evaluation.point_clouds import PointCloudEvaluator
 from occaist.geometry.point_renderer import render_point_cloud
 from occaist.metrics.mask import MaskXOR
@@ -44,10 +43,13 @@ from occaist.metrics.pose import PoseAccuracy, PoseDiagnostics
 from occaist.models.dpc.alignment import AlignmentCollector, apply_alignment
 from occaist.models.dpc.diagnostics import win_fractions
 from occaist.models.dpc.evaluation_steps import (
-    candidate_winners,
+    add_test_diagnostics,
     collect_alignment,
     eval_projection,
+    log_training_panels,
     model_records,
+    optimizer_param_groups,
+    predict_images,
     realign_from_validation_split,
 )
 from occaist.models.dpc.losses import (
@@ -76,11 +78,10 @@ class PointCloudPoseNet(pl.LightningModule):
     relative to the rest; upstream 1: one rate for all), ``shape_consistency_*`` (a Chamfer
     term between the clouds of different views of one model; upstream 0: off),
     ``align_consensus_deg`` (average only the largest group of agreeing ICP rotations; None:
-    upstream's plain average),
-    ``test_icp_num_points`` (ICP points of the re-estimation before testing; None: all),
-    ``eval_candidate_wins`` and ``template_models`` (diagnostics and a baseline of the
-    evaluation). ``eval_output_dir`` is ignored (the evaluation callback writes the files); it
-    lets older checkpoints load.
+    upstream's plain average), ``test_icp_num_points`` (ICP points of the re-estimation before
+    testing; None: all), ``eval_candidate_wins`` and ``template_models`` (diagnostics and a
+    baseline of the evaluation). ``eval_output_dir`` is ignored (the evaluation callback writes
+    the files); it lets older checkpoints load.
     """
 
     def __init__(
@@ -288,30 +289,13 @@ class PointCloudPoseNet(pl.LightningModule):
         self.log("train/keep_prob", keep, batch_size=b)
         every = hp.image_log_every_n_steps
         if every and self.global_step % every == 0 and image_logger(self) is not None:
-            with torch.no_grad():
-                half = math.radians(hp.panel_view_yaw_deg) / 2
-                side = torch.tensor([[math.cos(half), 0.0, math.sin(half), 0.0]])
-                n = min(hp.panel_rows, b)
-                views = self.render(
-                    shape["points"][:n], side.to(self.device).expand(n, 4), None, hp.eval_sigma
-                )["silhouette"]
-                log_point_cloud_panels(
-                    self, images, target.view(b, v, *target.shape[-2:]), silhouettes, views, n
-                )
+            log_training_panels(self, images, target, silhouettes, shape["points"])
         return loss
 
     def configure_optimizers(self) -> Any:
-        scale = self.hparams.student_lr_scale
-        student = getattr(self.net, "student", None)
-        if scale == 1.0 or student is None:
-            optimizer = self.hparams.optimizer(params=self.parameters())
-        else:  # ours: the student head learns at scale x the base rate (upstream: one rate)
-            own = {id(p) for p in student.parameters()}
-            rest = [p for p in self.parameters() if id(p) not in own]
-            optimizer = self.hparams.optimizer(
-                params=[{"params": rest}, {"params": list(student.parameters())}]
-            )
-            optimizer.param_groups[1]["lr"] *= scale
+        optimizer = self.hparams.optimizer(params=optimizer_param_groups(self))
+        for group in optimizer.param_groups:  # ours: the student's student_lr_scale
+            group["lr"] *= group.get("lr_scale", 1.0)
         if self.hparams.scheduler is None:
             return {"optimizer": optimizer}
         scheduler = {"scheduler": self.hparams.scheduler(optimizer=optimizer), "interval": "step"}
@@ -378,14 +362,7 @@ class PointCloudPoseNet(pl.LightningModule):
         loss, silhouettes, masks = eval_projection(self, batch, pred)
         self.log("test/loss_proj", loss, sync_dist=True, batch_size=batch["image"].shape[0])
         records = model_records(self, batch, pred, silhouettes, masks, "test")
-        if not self.hparams.camera_supervised:  # the evaluator reads the rotation in use here
-            for record in records:
-                record["reference_rotation"] = self.reference_rotation.tolist()
-        if self.hparams.eval_candidate_wins and "candidates" in pred:
-            winners = candidate_winners(self, pred, masks)
-            for i, record in enumerate(records):
-                record["wins"] = winners[i].tolist()
-                record["raw_candidates"] = pred["candidates"][i].tolist()  # (V, K, 4)
+        add_test_diagnostics(self, records, pred, masks)
         return {"records": records}
 
     def on_test_epoch_start(self) -> None:
@@ -418,20 +395,6 @@ class PointCloudPoseNet(pl.LightningModule):
 
     @torch.no_grad()
     def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> list[dict[str, Tensor]]:
-        """Shape and pose of single images ``batch["image"]`` ``(B, 3, H, W)`` (RGB on white in
-        [0, 1] at the training size), one dict per image (``occaist.predict`` writes them):
-        ``points`` ``(N, 3)`` and the unit ``pose`` ``(4,)`` (w, x, y, z) in the globally aligned
-        frame of the test metrics, ``scale`` ``()`` the occupancy scale, and ``silhouette``
-        ``(G, G)``, the cloud rendered under its predicted pose at ``eval_sigma`` (covering the
-        whole input).
-        Camera-supervised models predict no pose: ``pose`` and ``silhouette`` are left out."""
-        pred = self.predict_views(batch["image"][:, None])
-        points, scale = pred["points"][:, 0], pred["scale"][:, 0]  # (B, N, 3), (B,)
-        out = {"points": points, "scale": scale}
-        if not self.hparams.camera_supervised:
-            pose = pred["pose"][:, 0]  # (B, 4), not unit: the head's raw output
-            pose = pose / pose.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            sigma = self.hparams.eval_sigma
-            out["silhouette"] = self.render(points, pose, scale, sigma)["silhouette"]
-            out["points"], out["pose"] = apply_alignment(points, pose, self.reference_rotation)
-        return [{key: value[i] for key, value in out.items()} for i in range(len(points))]
+        """Shape and pose of single images ``batch["image"]`` ``(B, 3, H, W)``, one dict per
+        image (``occaist.predict`` writes them; see :func:`evaluation_steps.predict_images`)."""
+        return predict_images(self, batch["image"])
