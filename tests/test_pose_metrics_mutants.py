@@ -14,27 +14,13 @@ from occaist.metrics.pose import (
     PoseDiagnostics,
     oracle_alignment,
 )
+from tests.test_pose_metrics_oracles import _mul  # the Hamilton product, written out
 
 
 def _about(axis: tuple[float, float, float], degrees: float) -> torch.Tensor:
     half = math.radians(degrees) / 2
     n = math.sqrt(sum(a * a for a in axis))
     return torch.tensor([math.cos(half), *(math.sin(half) * a / n for a in axis)]).double()
-
-
-def _mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Hamilton product, written out (w, x, y, z)."""
-    w1, x1, y1, z1 = a.unbind(-1)
-    w2, x2, y2, z2 = b.unbind(-1)
-    return torch.stack(
-        (
-            w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-            w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-            w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-            w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-        ),
-        -1,
-    )
 
 
 def _conj(q: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,8 @@
 Functions of the module (its ``render``, metrics and hyperparameters) that turn a batch's
 predictions into the projection loss, the metric updates and one plain record per model (what
 :class:`~occaist.evaluation.point_clouds.PointCloudEvaluator` reads), and that estimate the
-global alignment by ICP. They write no files.
+global alignment by ICP; and the module's smaller pieces outside the loss: ``predict_images``
+(``predict_step``), ``log_training_panels`` and ``optimizer_param_groups``. They write no files.
 """
 
 from __future__ import annotations
