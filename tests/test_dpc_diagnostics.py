@@ -192,3 +192,43 @@ def test_candidate_diagnostics_separate_a_lagging_student_from_a_flipped_winner(
     assert summary["student_agrees_with_winner"] == pytest.approx(3 / 8)  # model 1: views 0-2
     assert summary["flipped_share"] == 0.0  # the student is 50° off, never flipped
     assert summary["acc30"] == pytest.approx(0.5)
+
+
+def test_silhouette_fit_takes_the_candidate_that_renders_the_mask_not_its_flip() -> None:
+    """``test_pose=silhouette_fit``: of a view's candidates (its true pose, the 180° yaw flip, a
+    90° turn, a tilt), the one whose render of the view's own cloud matches the input's alpha is
+    the pose, wherever it sits in the candidate list; a rule that took the worst fit, or fitted
+    another view's mask, would pick a flip or a turn."""
+    from occaist.models.dpc.evaluation_steps import silhouette_fit_pose
+    from occaist.models.dpc.module import PointCloudPoseNet
+
+    net = DPCNet(image_size=32, num_points=10, encoder_channels=[8, 16], fc_dim=16)
+    module = PointCloudPoseNet(net, optimizer=None, vox_size=32, gauss_kernel_size=5,
+                               render_chunk_size=None, test_pose="silhouette_fit")  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    body = torch.rand(600, 3, generator=g) * torch.tensor([0.8, 0.15, 0.3]) - 0.4 * torch.tensor(
+        [1.0, 1.0, 0.5]
+    )
+    cabin = torch.rand(300, 3, generator=g) * torch.tensor([0.3, 0.2, 0.3]) + torch.tensor(
+        [0.05, -0.25, -0.15]
+    )  # the cabin sits towards +x: the car has a front and a back
+    cloud = torch.cat((body, cabin)).float()
+    tilt = _turn([1.0, 0.0, 0.0], 25.0)
+    yaws = [35.0, 70.0, 110.0, 150.0]
+    true = torch.stack([quaternion_multiply(tilt, _turn([0.0, 1.0, 0.0], y)) for y in yaws])
+    flip = torch.stack([quaternion_multiply(q, _turn([0.0, 1.0, 0.0], 180.0)) for q in true])
+    turn = torch.stack([quaternion_multiply(q, _turn([0.0, 1.0, 0.0], 90.0)) for q in true])
+    tilted = torch.stack([quaternion_multiply(_turn([1.0, 0.0, 0.0], 40.0), q) for q in true])
+    options = torch.stack((true, flip, turn, tilted), dim=1).float()  # (V, 4, 4), truth first
+    order = torch.tensor([[1, 0, 2, 3], [2, 3, 0, 1], [3, 1, 2, 0], [0, 2, 3, 1]])
+    candidates = options.gather(1, order[..., None].expand(-1, -1, 4))  # truth at 1, 2, 3, 0
+    v = len(yaws)
+    with torch.no_grad():
+        masks = module.render(cloud.expand(v, -1, -1), true.float(), torch.ones(v), 0.5)
+    pred = {
+        "points": cloud.expand(1, v, -1, -1),
+        "scale": torch.ones(1, v),
+        "candidates": candidates[None],
+    }
+    fitted = silhouette_fit_pose(module, pred, masks["silhouette"][None, :, None])
+    assert torch.allclose(fitted[0], true.float(), atol=1e-6)

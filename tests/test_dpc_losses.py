@@ -12,6 +12,7 @@ from occaist.models.dpc.losses import (
     linear_schedule,
     min_projection_loss,
     student_loss,
+    student_term,
     subsample_points,
     weight_l2,
 )
@@ -99,3 +100,17 @@ def test_loser_share_adds_the_mean_of_the_other_candidates_and_their_gradient() 
     assert float(loss) == pytest.approx(0.5 * 1 + 0.2 * 0.5 * 2.5)
     loss.backward()
     assert (sil.grad[0, 1:].abs().sum(dim=(-1, -2)) > 0).all()  # the losers learn a little
+
+
+def test_student_term_regresses_the_winner_or_names_it() -> None:
+    candidates = torch.nn.functional.normalize(torch.randn(3, 4, 4), dim=-1)
+    winner = torch.tensor([2, 0, 3])
+    regress = {"candidates": candidates, "student": candidates[torch.arange(3), winner]}
+    assert student_term(regress, winner).abs().max() < 1e-6  # the student is the winner
+    wrong = {"candidates": candidates, "student": candidates[torch.arange(3), (winner + 1) % 4]}
+    assert student_term(wrong, winner) > 0.01
+    logits = torch.full((3, 4), -20.0)
+    logits[torch.arange(3), winner] = 20.0  # names every winner with certainty
+    select = {"candidates": candidates, "student": candidates[:, 0], "student_logits": logits}
+    assert student_term(select, winner) < 1e-6
+    assert student_term(select, (winner + 1) % 4) > 10.0

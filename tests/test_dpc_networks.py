@@ -66,3 +66,22 @@ def test_tf_same_padding_pads_bottom_right_for_stride_two() -> None:
     # TF SAME with even input and stride 2: total pad 1, all at the bottom/right, so window
     # (i, j) starts at input (2i, 2j)
     assert conv(x)[0, 0].tolist() == [[0.0, 2.0], [8.0, 10.0]]
+
+
+def test_selecting_student_returns_the_candidate_it_names_and_reads_a_detached_feature() -> None:
+    torch.manual_seed(0)
+    net = DPCNet(image_size=32, num_points=20, num_candidates=4, encoder_channels=[8, 8],
+                 fc_dim=16, student_form="select", pose_init="yaw_spread")  # fmt: skip
+    out = net(torch.rand(6, 3, 32, 32))
+    assert out["student_logits"].shape == (6, 4)
+    named = out["student_logits"].argmax(1)
+    assert torch.equal(out["student"], out["candidates"][torch.arange(6), named])
+    net.zero_grad()
+    out["student_logits"].sum().backward()  # the selector's loss must not reach the encoder
+    assert net.fc_pose.weight.grad is None and net.convs[0].weight.grad is None
+    assert net.student[0].weight.grad.abs().sum() > 0
+
+
+def test_unknown_student_form_is_refused() -> None:
+    with pytest.raises(ValueError, match="student_form"):
+        DPCNet(image_size=32, encoder_channels=[8, 8], student_form="vote")

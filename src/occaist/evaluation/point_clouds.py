@@ -111,6 +111,8 @@ class PointCloudEvaluator(Evaluator):
         template_models: training models whose ground-truth clouds the template-car baseline
             chooses its medoid from (0: no template row).
         synset: the category folder, to read ground-truth clouds for the template baseline.
+        pose_source: where the model's pose comes from (``student`` head, or ``silhouette_fit``:
+            the candidate that fits the input's alpha best); written to the summary.
     """
 
     unique_key = "model_id"
@@ -123,8 +125,10 @@ class PointCloudEvaluator(Evaluator):
         num_candidates: int = 1,
         template_models: int = 12,
         synset: str = CAR_SYNSET,
+        pose_source: str = "student",
     ) -> None:
         super().__init__()
+        self.pose_source = pose_source
         self.threshold_deg = threshold_deg
         self.reference_rotation = reference_rotation
         self.alignment_source = alignment_source
@@ -314,6 +318,8 @@ class PointCloudEvaluator(Evaluator):
             reference_rotation=self.reference_rotation or [1.0, 0.0, 0.0, 0.0],
             camera_supervised=self.reference_rotation is None,
         )
+        if diag:
+            summary["pose_source"] = self.pose_source
         if diag:
             summary["oracle_reference_rotation"] = diag["oracle"]["reference_rotation"].tolist()
         report = Report(summary=summary)

@@ -31,12 +31,17 @@ TURNTABLE_FRAME_MS = 120
 
 
 def prepare_on_white(rgba: np.ndarray, size: int) -> tuple[torch.Tensor, dict[str, Any]]:
-    """``(3, size, size)`` float in [0, 1]: ``rgba`` on white, centred in a white square."""
+    """``(3, size, size)`` float in [0, 1]: ``rgba`` on white, centred in a white square; the
+    meta holds the ``frame`` and the alpha, padded and resized the same way (``mask``,
+    ``(1, size, size)``; used when the file had an alpha channel of its own)."""
     frame = SquareFrame(*rgba.shape[:2])
     square = frame.pad(rgb_of(rgba), fill=255)
     image = Image.fromarray(square).resize((size, size), Image.Resampling.BICUBIC)
     tensor = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 255.0
-    return tensor, {"frame": frame}
+    alpha = Image.fromarray(frame.pad(rgba[..., 3:4], fill=0)[..., 0])
+    alpha = alpha.resize((size, size), Image.Resampling.BILINEAR)
+    mask = torch.from_numpy(np.asarray(alpha).copy())[None].float() / 255.0
+    return tensor, {"frame": frame, "mask": mask}
 
 
 class PointCloudPredictor(Predictor):
@@ -49,7 +54,12 @@ class PointCloudPredictor(Predictor):
         return functools.partial(prepare_on_white, size=int(self.model.net.image_size))
 
     def collate(self, items: list[DecodedInput]) -> dict[str, torch.Tensor]:
-        return {"image": torch.stack([item.tensor for item in items]).to(self.device)}
+        """The images, and their alpha when every file of the batch had one (a model with
+        ``test_pose=silhouette_fit`` fits it; otherwise its student gives the pose)."""
+        batch = {"image": torch.stack([item.tensor for item in items]).to(self.device)}
+        if all(item.has_alpha for item in items):
+            batch["mask"] = torch.stack([item.meta["mask"] for item in items]).to(self.device)
+        return batch
 
     def write(self, item: DecodedInput, result: dict[str, torch.Tensor]) -> None:
         key = item.file.key
@@ -66,6 +76,7 @@ class PointCloudPredictor(Predictor):
             record.update(
                 quaternion_wxyz=[round(float(v), 6) for v in pose],
                 rotation_matrix=rotation_matrix(pose.double()).numpy().round(6).tolist(),
+                pose_source=result["pose_source"],
                 convention="p_camera = R p_object, camera axes (depth, up, right); the DPC "
                 "camera sits at depth -2.0 with focal length 1.875 image widths",
             )

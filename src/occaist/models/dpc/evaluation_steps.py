@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from occaist.callbacks.image_panels import log_point_cloud_panels
+from occaist.evaluation.point_clouds import PointCloudEvaluator
 from occaist.metrics.mask import mask_xor
 from occaist.metrics.pose import median_upper, quaternion_angle_deg
 from occaist.models.dpc.alignment import apply_alignment, icp_view_rotations
@@ -25,6 +26,7 @@ from occaist.utils.logging import RankedLogger
 log = RankedLogger(__name__)
 
 __all__ = [
+    "TEST_POSES",
     "add_test_diagnostics",
     "candidate_winners",
     "collect_alignment",
@@ -32,8 +34,10 @@ __all__ = [
     "log_training_panels",
     "model_records",
     "optimizer_param_groups",
+    "point_cloud_evaluator",
     "predict_images",
     "realign_from_validation_split",
+    "silhouette_fit_pose",
 ]
 
 
@@ -56,14 +60,33 @@ def eval_projection(
 
 
 def candidate_winners(module: Any, pred: dict[str, Tensor], masks: Tensor) -> Tensor:
-    """Which candidate's render of each view's own cloud fits its mask best ``(B, V)``."""
+    """Which candidate's render of each view's own (unaligned) cloud fits its mask (at render
+    size, ``(B, V, G, G)``) best ``(B, V)``."""
     b, v, k = pred["candidates"].shape[:3]
-    points = pred["raw_points"][:, :, None].expand(-1, -1, k, -1, -1).flatten(0, 2)
+    raw = pred.get("raw_points", pred["points"])
+    points = raw[:, :, None].expand(-1, -1, k, -1, -1).flatten(0, 2)
     scale = pred["scale"][:, :, None].expand(-1, -1, k).flatten()
     sil = module.render(
         points, pred["candidates"].flatten(0, 2), scale, module.hparams.eval_sigma
     )["silhouette"].view(b * v, k, *masks.shape[-2:])
     return min_projection_loss(sil, masks.flatten(0, 1))[1].view(b, v)
+
+
+#: Where a model's test and prediction pose comes from (``model.test_pose``).
+TEST_POSES = ("student", "silhouette_fit")
+
+
+def silhouette_fit_pose(module: Any, pred: dict[str, Tensor], masks: Tensor) -> Tensor:
+    """Ours (``model.test_pose=silhouette_fit``): each view's pose ``(B, V, 4)`` is the candidate
+    whose render of the view's own cloud fits the input's mask ``(B, V, 1, H, W)`` best, the rule
+    training uses to pick its winner, instead of the student head's output. The mask is the
+    input's alpha channel (RGBA renders, segmented photos), not a label."""
+    b, v = masks.shape[:2]
+    target = module._masks_at_render_size(masks.flatten(0, 1))  # (B·V, G, G)
+    target = target.view(b, v, *target.shape[-2:])
+    winners = candidate_winners(module, pred, target)
+    index = winners[..., None, None].expand(-1, -1, 1, 4)
+    return pred["candidates"].gather(2, index).squeeze(2)
 
 
 def model_records(
@@ -187,15 +210,35 @@ def add_test_diagnostics(
             record["raw_candidates"] = pred["candidates"][i].tolist()
 
 
+def point_cloud_evaluator(module: Any) -> PointCloudEvaluator:
+    """The evaluator of a :class:`PointCloudPoseNet`'s test loop, from its hyperparameters."""
+    hp = module.hparams
+    source = "first align_num_models models of the validation split" + (
+        ", re-estimated before testing" if hp.realign_on_test else ", last validation"
+    )
+    return PointCloudEvaluator(
+        threshold_deg=hp.pose_threshold_deg,
+        reference_rotation=None if hp.camera_supervised else module.reference_rotation.tolist(),
+        alignment_source=source,
+        num_candidates=getattr(module.net, "num_candidates", 1),
+        template_models=hp.template_models,
+        pose_source=hp.test_pose,
+    )
+
+
 @torch.no_grad()
-def predict_images(module: Any, images: Tensor) -> list[dict[str, Tensor]]:
+def predict_images(
+    module: Any, images: Tensor, masks: Tensor | None = None
+) -> list[dict[str, Tensor]]:
     """Shape and pose of single images ``(B, 3, H, W)`` (RGB on white in [0, 1] at the training
     size), one dict per image: ``points`` ``(N, 3)`` and the unit ``pose`` ``(4,)`` (w, x, y, z)
     in the globally aligned frame of the test metrics, ``scale`` ``()`` the occupancy scale, and
     ``silhouette`` ``(G, G)``, the cloud rendered under its predicted pose at ``eval_sigma``
     (covering the whole input). Camera-supervised models predict no pose: ``pose`` and
-    ``silhouette`` are left out."""
-    pred = module.predict_views(images[:, None])
+    ``silhouette`` are left out. ``masks`` ``(B, 1, H, W)``: the inputs' alpha, which a model
+    with ``test_pose=silhouette_fit`` fits its candidates to; without them (images without an
+    alpha channel) its student head gives the pose. ``pose_source`` names which one did."""
+    pred = module.predict_views(images[:, None], None if masks is None else masks[:, None])
     points, scale = pred["points"][:, 0], pred["scale"][:, 0]  # (B, N, 3), (B,)
     out = {"points": points, "scale": scale}
     if not module.hparams.camera_supervised:
@@ -204,6 +247,7 @@ def predict_images(module: Any, images: Tensor) -> list[dict[str, Tensor]]:
         sigma = module.hparams.eval_sigma
         out["silhouette"] = module.render(points, pose, scale, sigma)["silhouette"]
         out["points"], out["pose"] = apply_alignment(points, pose, module.reference_rotation)
+        out["pose_source"] = [pred["pose_source"]] * len(points)
     return [{key: value[i] for key, value in out.items()} for i in range(len(points))]
 
 

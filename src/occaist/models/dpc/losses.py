@@ -6,6 +6,7 @@ Notation: n indexes the B·V images of a batch, k the K pose candidates.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from occaist.geometry.quaternion import (
@@ -19,6 +20,7 @@ __all__ = [
     "min_projection_loss",
     "shape_consistency_loss",
     "student_loss",
+    "student_term",
     "subsample_points",
     "weight_l2",
 ]
@@ -97,6 +99,17 @@ def student_loss(teacher: Tensor, student: Tensor, form: str = "code") -> Tensor
     if form == "thesis":
         return 1.0 - delta[..., 0]
     raise ValueError(f"unknown student loss form {form!r}; use 'code' or 'thesis'")
+
+
+def student_term(pose: dict[str, Tensor], winner: Tensor, form: str = "code") -> Tensor:
+    """The student's loss, averaged over the n images: :func:`student_loss` towards the winning
+    candidate for a regressing student, or the cross-entropy of its ``student_logits`` (n, K)
+    against the winners ``(n,)`` for a selecting one (ours; ``networks.py``)."""
+    if "student_logits" in pose:
+        return F.cross_entropy(pose["student_logits"], winner)
+    candidates = pose["candidates"]
+    teacher = candidates.gather(1, winner[:, None, None].expand(-1, 1, 4)).squeeze(1)
+    return student_loss(teacher, pose["student"], form).mean()
 
 
 def weight_l2(module: nn.Module) -> Tensor:

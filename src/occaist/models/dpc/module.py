@@ -10,14 +10,16 @@ to the render size G bilinearly. Losses (``losses.py``):
 - projection ``L_proj = (1/BV)·½·Σ_n Σ_px (M_n − S_{n,k*})²``, the minimum over candidates (only
   the winner gets gradient; ``loser_loss_weight`` > 0 gives the others a decaying share, ours);
 - student ``L_st = w_st·mean_n(1 − Δ_w²)`` with ``Δ = q_T ⊗ q̄_S`` and the winner as teacher
-  (``student_loss: code``, weight 20; ``thesis`` = ``1 − Δ_w``);
+  (``student_loss: code``, weight 20; ``thesis`` = ``1 − Δ_w``; ``net.student_form=select``:
+  cross-entropy naming the winner, ours);
 - ``L_reg = weight_decay·Σ_W ½‖W‖²`` over weights only (biases excluded).
 
 Switches (``docs/dpc.md``, "Faithfulness"): ``camera_supervised`` renders with the ground-truth
 pose, ``projection: max`` the max projection instead of DRC, the σ and keep-probability
 schedules, and the candidates' initialisation (``net.pose_init``, see ``networks.py``).
 
-Evaluation: every view predicts a cloud and a (student) pose; unsupervised runs are aligned with
+Evaluation: every view predicts a cloud and a pose (the student's; ``test_pose=silhouette_fit``,
+ours: the candidate that fits the input's alpha best); unsupervised runs are aligned with
 one global rotation ``q_ref`` (``alignment.py``) estimated at the end of every validation epoch
 (stored in the checkpoint as the buffer ``reference_rotation``). ``test_step`` returns one record
 per model and :class:`~occaist.evaluation.point_clouds.PointCloudEvaluator` writes the report
@@ -43,20 +45,23 @@ from occaist.metrics.pose import PoseAccuracy, PoseDiagnostics
 from occaist.models.dpc.alignment import AlignmentCollector, apply_alignment
 from occaist.models.dpc.diagnostics import win_fractions
 from occaist.models.dpc.evaluation_steps import (
+    TEST_POSES,
     add_test_diagnostics,
     collect_alignment,
     eval_projection,
     log_training_panels,
     model_records,
     optimizer_param_groups,
+    point_cloud_evaluator,
     predict_images,
     realign_from_validation_split,
+    silhouette_fit_pose,
 )
 from occaist.models.dpc.losses import (
     linear_schedule,
     min_projection_loss,
     shape_consistency_loss,
-    student_loss,
+    student_term,
     subsample_points,
     weight_l2,
 )
@@ -123,6 +128,7 @@ class PointCloudPoseNet(pl.LightningModule):
         template_models: int = 12,
         render_chunk_size: int | None = 16,
         realign_on_test: bool = False,
+        test_pose: str = "student",
         rgb_loss_weight: float = 0.0,
         eval_output_dir: str | None = None,
     ) -> None:
@@ -130,8 +136,9 @@ class PointCloudPoseNet(pl.LightningModule):
         self.save_hyperparameters(logger=False, ignore=["net"])
         if projection not in ("drc", "max"):
             raise ValueError(f"projection must be 'drc' or 'max', got {projection!r}")
-        if student_loss not in ("code", "thesis"):
-            raise ValueError(f"student_loss must be 'code' or 'thesis', got {student_loss!r}")
+        if student_loss not in ("code", "thesis") or test_pose not in TEST_POSES:
+            raise ValueError(f"student_loss: 'code' | 'thesis' (got {student_loss!r}), "
+                             f"test_pose: {TEST_POSES} (got {test_pose!r})")  # fmt: skip
         if not camera_supervised and not getattr(net, "predict_pose", True):
             raise ValueError("unsupervised DPC needs a net with predict_pose=true")
         if rgb_loss_weight > 0 and not getattr(net, "predict_rgb", False):
@@ -196,10 +203,11 @@ class PointCloudPoseNet(pl.LightningModule):
             masks = F.interpolate(masks, size=(g, g), mode="bilinear", align_corners=False)
         return masks[:, 0]
 
-    def predict_views(self, images: Tensor) -> dict[str, Tensor]:
+    def predict_views(self, images: Tensor, masks: Tensor | None = None) -> dict[str, Any]:
         """Per-view predictions for ``(B, V, 3, H, W)``: ``points`` (B, V, N, 3), ``scale``
-        (B, V) and, unless camera-supervised, ``pose`` (B, V, 4) from the student head and
-        ``candidates`` (B, V, K, 4)."""
+        (B, V) and, unless camera-supervised, ``candidates`` (B, V, K, 4) and ``pose`` (B, V, 4):
+        the student head's or, with ``test_pose=silhouette_fit`` (ours) and the inputs' masks
+        ``(B, V, 1, H, W)``, the candidate that fits them best (``pose_source`` says which)."""
         b, v = images.shape[:2]
         features = self.net.encode(images.flatten(0, 1))
         shape = self.net.decode_shape(features)
@@ -208,6 +216,10 @@ class PointCloudPoseNet(pl.LightningModule):
             pose = self.net.decode_pose(features)
             out["pose"] = pose["student"].view(b, v, 4)
             out["candidates"] = pose["candidates"].view(b, v, -1, 4)
+            out["pose_source"] = "student"
+            if self.hparams.test_pose == "silhouette_fit" and masks is not None:
+                out["pose"] = silhouette_fit_pose(self, out, masks)
+                out["pose_source"] = "silhouette_fit"
         return out
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:  # raw (unaligned) predictions
@@ -276,8 +288,7 @@ class PointCloudPoseNet(pl.LightningModule):
             loss = loss + hp.shape_consistency_weight * loss_shape
             log_value("train/loss_shape_consistency", loss_shape)
         if not hp.camera_supervised:
-            teacher = quats.gather(1, winner[:, None, None].expand(-1, 1, 4)).squeeze(1)
-            loss_st = student_loss(teacher, pose["student"], hp.student_loss).mean()
+            loss_st = student_term(pose, winner, hp.student_loss)
             loss = loss + hp.student_loss_weight * loss_st
             log_value("train/loss_student", loss_st)
         if hp.weight_decay > 0:
@@ -302,7 +313,7 @@ class PointCloudPoseNet(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def _aligned_predictions(self, batch: dict[str, Any]) -> dict[str, Tensor]:
-        pred = self.predict_views(batch["image"])
+        pred = self.predict_views(batch["image"], batch["mask"])
         if self.hparams.camera_supervised:
             return pred
         points, pose = apply_alignment(pred["points"], pred["pose"], self.reference_rotation)
@@ -372,19 +383,8 @@ class PointCloudPoseNet(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
 
-    def build_evaluator(self) -> PointCloudEvaluator:
-        """The evaluator of the test loop (``occaist.evaluation.EvaluationCallback``)."""
-        hp = self.hparams
-        source = "first align_num_models models of the validation split" + (
-            ", re-estimated before testing" if hp.realign_on_test else ", last validation"
-        )
-        return PointCloudEvaluator(
-            threshold_deg=hp.pose_threshold_deg,
-            reference_rotation=None if hp.camera_supervised else self.reference_rotation.tolist(),
-            alignment_source=source,
-            num_candidates=getattr(self.net, "num_candidates", 1),
-            template_models=hp.template_models,
-        )
+    def build_evaluator(self) -> PointCloudEvaluator:  # of EvaluationCallback's test loop
+        return point_cloud_evaluator(self)
 
     def _updated_anywhere(self, metric: Any) -> bool:
         """Whether any rank updated ``metric`` (so that every rank calls ``compute`` together)."""
@@ -395,6 +395,6 @@ class PointCloudPoseNet(pl.LightningModule):
 
     @torch.no_grad()
     def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> list[dict[str, Tensor]]:
-        """Shape and pose of single images ``batch["image"]`` ``(B, 3, H, W)``, one dict per
-        image (``occaist.predict`` writes them; see :func:`evaluation_steps.predict_images`)."""
-        return predict_images(self, batch["image"])
+        """Shape and pose of single images ``batch["image"]`` ``(B, 3, H, W)`` [and their alpha
+        ``batch["mask"]``], one dict per image (:func:`evaluation_steps.predict_images`)."""
+        return predict_images(self, batch["image"], batch.get("mask"))

@@ -25,6 +25,13 @@ bias ``q_y(k·360°/K)`` (a turn about the object's up axis, the axis of the sil
 ambiguities) and its weights scaled by ``pose_init_scale``, so the K candidates start as K
 distinct yaws, each view's nearest yaw wins, and every candidate stays in use; the heads then
 learn the image-dependent correction from there.
+
+**Student** (``student_form``). ``"regress"`` (upstream): the student head regresses a quaternion
+towards the winning candidate. Where the winner of similar images alternates between two modes
+(a car and its front/back flip), a regression lands between them. ``"select"`` (ours, not in the
+paper or the code): the student head outputs K logits, is trained with cross-entropy to name the
+winning candidate, and the pose is that candidate's quaternion; its input is the detached pose
+feature, so it reads the encoder without reshaping it.
 """
 
 from __future__ import annotations
@@ -70,6 +77,8 @@ class SameConv2d(nn.Conv2d):
 
 #: Candidate initialisations of :class:`DPCNet` (see the module docstring).
 POSE_INITS = ("upstream", "yaw_spread")
+#: Student forms of :class:`DPCNet` (see the module docstring).
+STUDENT_FORMS = ("regress", "select")
 
 
 def yaw_spread_quaternions(count: int) -> torch.Tensor:
@@ -107,6 +116,7 @@ class DPCNet(nn.Module):
         pose_init: ``"upstream"`` or ``"yaw_spread"``, the initialisation of the candidate heads
             (see the module docstring).
         pose_init_scale: with ``yaw_spread``, the factor on the candidates' last-layer weights.
+        student_form: ``"regress"`` (upstream) or ``"select"`` (ours; see the module docstring).
     """
 
     def __init__(
@@ -125,10 +135,14 @@ class DPCNet(nn.Module):
         tf_same_padding: bool = True,
         pose_init: str = "upstream",
         pose_init_scale: float = 0.1,
+        student_form: str = "regress",
     ) -> None:
         super().__init__()
         if pose_init not in POSE_INITS:
             raise ValueError(f"pose_init must be one of {POSE_INITS}, got {pose_init!r}")
+        if student_form not in STUDENT_FORMS:
+            raise ValueError(f"student_form must be one of {STUDENT_FORMS}, got {student_form!r}")
+        self.student_form = student_form
         self.pose_init = pose_init
         self.pose_init_scale = pose_init_scale
         channels = list(encoder_channels or [16, 32, 64, 128, 256])
@@ -165,7 +179,8 @@ class DPCNet(nn.Module):
             self.candidates = nn.ModuleList(
                 _mlp_head(fc_dim, pose_hidden, 4, leaky_slope) for _ in range(num_candidates)
             )
-            self.student = _mlp_head(fc_dim, pose_hidden, 4, leaky_slope)
+            student_out = num_candidates if student_form == "select" else 4
+            self.student = _mlp_head(fc_dim, pose_hidden, student_out, leaky_slope)
         self.reset_parameters(point_init_std)
 
     def reset_parameters(self, point_init_std: float) -> None:
@@ -210,12 +225,19 @@ class DPCNet(nn.Module):
         return out
 
     def decode_pose(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Features (B, F) -> ``candidates`` (B, K, 4) and ``student`` (B, 4), (w, x, y, z)."""
+        """Features (B, F) -> ``candidates`` (B, K, 4) and ``student`` (B, 4), (w, x, y, z); with
+        ``student_form="select"`` also ``student_logits`` (B, K), and ``student`` is the
+        candidate with the largest logit."""
         if not self.predict_pose:
             raise RuntimeError("this DPCNet was built with predict_pose=False")
         hidden = F.relu(self.fc_pose(features))
         candidates = torch.stack([head(hidden) for head in self.candidates], dim=1)
-        return {"candidates": candidates, "student": self.student(hidden)}
+        if self.student_form == "regress":
+            return {"candidates": candidates, "student": self.student(hidden)}
+        logits = self.student(hidden.detach())
+        chosen = logits.argmax(dim=1)[:, None, None].expand(-1, 1, 4)
+        student = candidates.gather(1, chosen).squeeze(1)
+        return {"candidates": candidates, "student": student, "student_logits": logits}
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Shape and (if built) pose of every image (B, 3, H, W); see the decode methods."""
