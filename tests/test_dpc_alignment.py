@@ -74,3 +74,33 @@ def test_collector_identity_when_empty_and_average_otherwise() -> None:
     for i in range(3):
         collector.update(torch.tensor([i]), torch.tensor([[0.1, 0.2]]), truth.expand(1, 2, 4))
     assert float(quaternion_angle_deg(collector.compute(), truth)) < 1e-2
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method")
+def test_pose_vote_picks_the_rotation_that_makes_most_validation_poses_right() -> None:
+    """Six of ten models' best ICP views are flipped (their rotations sit 180° about the up axis
+    from the true alignment, 2-4° apart), so the consensus takes the flipped group; with the
+    validation poses (70 % right under the true alignment) the vote takes the true one."""
+    from occaist.geometry.quaternion import quaternion_multiply
+
+    up = torch.tensor([0.0, 1.0, 0.0])
+    truth = quaternion_from_axis_angle(torch.tensor([1.0, 0.0, 0.0]), torch.tensor(0.4))
+    flipped = quaternion_multiply(quaternion_from_axis_angle(up, torch.tensor(3.1)), truth)
+    g = torch.Generator().manual_seed(0)
+    gt = quaternion_normalize(torch.randn(10, 4, 4, generator=g))  # 10 models x 4 views
+    # raw poses q with q ⊗ q̄_ref = gt under the truth, for 7 of every 10 views; the rest flipped
+    raw = quaternion_multiply(gt, truth.expand(10, 4, 4))
+    wrong = torch.rand(10, 4, generator=g) < 0.3
+    raw[wrong] = quaternion_multiply(gt[wrong], flipped.expand(int(wrong.sum()), 4))
+    plain = AlignmentCollector(top_views=1, top_models=10, consensus_deg=30.0)
+    voting = AlignmentCollector(top_views=1, top_models=10, consensus_deg=30.0,
+                                vote_threshold_deg=30.0)  # fmt: skip
+    for i in range(10):
+        tilt = quaternion_from_axis_angle(torch.tensor([0.0, 0.0, 1.0]), torch.tensor(0.01 * i))
+        rotation = quaternion_multiply(tilt, flipped if i < 6 else truth)
+        rmse = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+        for collector in (plain, voting):
+            collector.update(torch.tensor([i]), rmse, rotation.expand(1, 4, 4),
+                             raw[i : i + 1], gt[i : i + 1])  # fmt: skip
+    assert float(quaternion_angle_deg(plain.compute(), flipped)) < 5.0  # the largest group
+    assert float(quaternion_angle_deg(voting.compute(), truth)) < 5.0

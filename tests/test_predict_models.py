@@ -127,6 +127,15 @@ def test_point_cloud_model(dpc_checkpoint, inputs, tmp_path, caplog) -> None:
     assert (tmp_path / "lean" / "clouds" / "photo.ply").is_file()
     assert not (tmp_path / "lean" / "overlays").exists()
     assert not (tmp_path / "lean" / "turntables").exists()
+    # dpc_demo_cpu takes the pose that fits the input's alpha; a JPEG has none (the student's)
+    photo_pose = json.loads((tmp_path / "lean" / "poses" / "photo.json").read_text())
+    assert photo_pose["pose_source"] == "student"
+    _predict(
+        ["experiment=dpc_demo_cpu", f"ckpt_path={dpc_checkpoint}", f"input={inputs}/render.png"],
+        tmp_path / "rgba",
+    )
+    render_pose = json.loads((tmp_path / "rgba" / "poses" / "render.json").read_text())
+    assert render_pose["pose_source"] == "silhouette_fit"
 
 
 def test_checkpoint_of_another_model_is_refused(dpc_checkpoint, inputs, tmp_path) -> None:

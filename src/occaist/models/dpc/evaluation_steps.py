@@ -158,7 +158,10 @@ def collect_alignment(
             hp.icp_iterations,
             num_points,
         )
-        module.val_alignment.update(batch["model_index"][i : i + 1], rmse[None], rotations[None])
+        module.val_alignment.update(
+            batch["model_index"][i : i + 1], rmse[None], rotations[None],
+            pred["raw_pose"][i : i + 1], batch["quaternion"][i : i + 1],
+        )  # fmt: skip
 
 
 @torch.no_grad()
@@ -183,7 +186,7 @@ def realign_from_validation_split(module: Any) -> None:
         if int(batch["model_index"].min()) >= module.hparams.align_num_models:
             break
         batch = module.transfer_batch_to_device(batch, module.device, 0)
-        pred = module.predict_views(batch["image"])
+        pred = module.predict_views(batch["image"], batch["mask"])  # the test's own poses
         raw = {"raw_points": pred["points"], "raw_pose": pred["pose"]}
         collect_alignment(module, batch, raw, module.hparams.test_icp_num_points)
     if module._updated_anywhere(module.val_alignment):

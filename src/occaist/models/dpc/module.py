@@ -9,18 +9,17 @@ to the render size G bilinearly. Losses (``losses.py``):
 
 - projection ``L_proj = (1/BV)·½·Σ_n Σ_px (M_n − S_{n,k*})²``, the minimum over candidates (only
   the winner gets gradient; ``loser_loss_weight`` > 0 gives the others a decaying share, ours);
-- student ``L_st = w_st·mean_n(1 − Δ_w²)`` with ``Δ = q_T ⊗ q̄_S`` and the winner as teacher
-  (``student_loss: code``, weight 20; ``thesis`` = ``1 − Δ_w``; ``net.student_form=select``:
-  cross-entropy naming the winner, ours);
+- student ``L_st = w_st·mean_n(1 − Δ_w²)``, ``Δ = q_T ⊗ q̄_S``, the winner as teacher (``code``,
+  weight 20; ``thesis``: ``1 − Δ_w``; a selecting student: cross-entropy naming the winner, ours);
 - ``L_reg = weight_decay·Σ_W ½‖W‖²`` over weights only (biases excluded).
 
-Switches (``docs/dpc.md``, "Faithfulness"): ``camera_supervised`` renders with the ground-truth
-pose, ``projection: max`` the max projection instead of DRC, the σ and keep-probability
-schedules, and the candidates' initialisation (``net.pose_init``, see ``networks.py``).
+Switches (``docs/dpc.md``, "Faithfulness"): ``camera_supervised`` renders with the true pose,
+``projection: max`` the max projection instead of DRC, the σ and keep-probability schedules,
+the candidates' initialisation and the student's form (``net.pose_init`` / ``net.student_form``).
 
-Evaluation: every view predicts a cloud and a pose (the student's; ``test_pose=silhouette_fit``,
-ours: the candidate that fits the input's alpha best); unsupervised runs are aligned with
-one global rotation ``q_ref`` (``alignment.py``) estimated at the end of every validation epoch
+Evaluation: every view predicts a cloud and a pose (the student's, or with ``test_pose=
+silhouette_fit`` the candidate that fits the input's alpha best, ours), aligned by one global
+rotation ``q_ref`` (``alignment.py``) estimated at the end of every validation epoch
 (stored in the checkpoint as the buffer ``reference_rotation``). ``test_step`` returns one record
 per model and :class:`~occaist.evaluation.point_clouds.PointCloudEvaluator` writes the report
 (tables with baselines, per-model rows, diagnostics); this module writes no files.
@@ -78,15 +77,14 @@ class PointCloudPoseNet(pl.LightningModule):
     ``net`` is the :class:`~occaist.models.dpc.networks.DPCNet` and ``optimizer`` /
     ``scheduler`` partials (upstream: Adam 1e-4, constant). Every other argument is a key of
     ``conf/model/dpc.yaml``, documented there with its upstream value and in ``docs/dpc.md``
-    ("Config knobs"). Ours, not upstream's: ``loser_loss_*`` (a decaying share of the projection
-    loss for non-winning candidates), ``student_lr_scale`` (the student head's learning rate
-    relative to the rest; upstream 1: one rate for all), ``shape_consistency_*`` (a Chamfer
-    term between the clouds of different views of one model; upstream 0: off),
-    ``align_consensus_deg`` (average only the largest group of agreeing ICP rotations; None:
-    upstream's plain average), ``test_icp_num_points`` (ICP points of the re-estimation before
-    testing; None: all), ``eval_candidate_wins`` and ``template_models`` (diagnostics and a
-    baseline of the evaluation). ``eval_output_dir`` is ignored (the evaluation callback writes
-    the files); it lets older checkpoints load.
+    ("Config knobs"). Ours, not upstream's: ``loser_loss_*`` (a decaying loss share for the
+    non-winners), ``student_lr_scale`` (the student head's learning rate over the rest's),
+    ``shape_consistency_*`` (Chamfer between the clouds of views of one model; 0: off),
+    ``align_consensus_deg`` and ``align_pose_vote`` (which ICP rotations the alignment averages;
+    None / false: upstream's plain average), ``test_pose`` (``silhouette_fit``: the candidate that
+    fits the input's alpha), ``test_icp_num_points`` (ICP points before testing; None: all),
+    ``eval_candidate_wins`` and ``template_models`` (diagnostics and a baseline).
+    ``eval_output_dir`` is ignored (the evaluation callback writes the files; old checkpoints).
     """
 
     def __init__(
@@ -119,6 +117,7 @@ class PointCloudPoseNet(pl.LightningModule):
         align_top_views: int = 2,
         align_top_models: int = 15,
         align_consensus_deg: float | None = 30.0,
+        align_pose_vote: bool = True,
         icp_max_correspondence: float = 0.2,
         icp_iterations: int = 30,
         icp_num_points: int | None = 2048,
@@ -151,8 +150,9 @@ class PointCloudPoseNet(pl.LightningModule):
             setattr(self, f"{split}_pose", PoseAccuracy(pose_threshold_deg))
             setattr(self, f"{split}_mask_xor", MaskXOR())
         self.val_pose_diagnostics = PoseDiagnostics(pose_threshold_deg)
+        vote = pose_threshold_deg if align_pose_vote else None  # ours (alignment.py)
         self.val_alignment = AlignmentCollector(
-            align_top_views, align_top_models, align_consensus_deg
+            align_top_views, align_top_models, align_consensus_deg, vote
         )
 
     def current_sigma(self) -> float:
