@@ -230,5 +230,6 @@ def test_silhouette_fit_takes_the_candidate_that_renders_the_mask_not_its_flip()
         "scale": torch.ones(1, v),
         "candidates": candidates[None],
     }
-    fitted = silhouette_fit_pose(module, pred, masks["silhouette"][None, :, None])
+    fitted, winners = silhouette_fit_pose(module, pred, masks["silhouette"][None, :, None])
     assert torch.allclose(fitted[0], true.float(), atol=1e-6)
+    assert winners[0].tolist() == [1, 2, 3, 0]  # where the truth sits in each view's list

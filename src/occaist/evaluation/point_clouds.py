@@ -320,7 +320,6 @@ class PointCloudEvaluator(Evaluator):
         )
         if diag:
             summary["pose_source"] = self.pose_source
-        if diag:
             summary["oracle_reference_rotation"] = diag["oracle"]["reference_rotation"].tolist()
         report = Report(summary=summary)
         report.samples[f"per_model_{split}"] = [self._per_model_row(r) for r in records]

@@ -191,14 +191,18 @@ def markley_average(quaternions: Tensor) -> Tensor:
     return (mean if mean[0] >= 0 else -mean).float()
 
 
+def _pairwise_angles_deg(q: Tensor) -> Tensor:
+    """``(n, n)`` rotation angles in degrees between unit quaternions ``(n, 4)`` (sign-free)."""
+    return 2.0 * torch.rad2deg(torch.acos((q @ q.T).abs().clamp(max=1.0)))
+
+
 def consensus_average(quaternions: Tensor, consensus_deg: float | None = 30.0) -> Tensor:
     """Markley average of the largest group of ``quaternions`` ``(n, 4)`` within
     ``consensus_deg`` of one of them (ties: the group with the smaller spread); ``None``: all."""
     if consensus_deg is None or quaternions.shape[0] <= 2:
         return markley_average(quaternions)
     q = quaternion_normalize(quaternions.double())
-    cos_half = (q @ q.T).abs().clamp(max=1.0)
-    angles = 2.0 * torch.rad2deg(torch.acos(cos_half))  # (n, n)
+    angles = _pairwise_angles_deg(q)  # (n, n)
     close = angles < consensus_deg
     counts = close.sum(dim=1)
     spread = torch.where(close, angles, torch.zeros_like(angles)).sum(dim=1)
@@ -227,8 +231,7 @@ def vote_alignment(
     p, g = quaternion_normalize(poses.double()), quaternion_normalize(gt.double())
     aligned = quaternion_multiply(p[None], quaternion_conjugate(q)[:, None].expand(-1, len(p), 4))
     right = (quaternion_angle_deg(aligned, g[None].expand_as(aligned)) < threshold_deg).double()
-    pair = 2.0 * torch.rad2deg(torch.acos((q @ q.T).abs().clamp(max=1.0)))  # (k, k)
-    near = pair < (consensus_deg if consensus_deg is not None else 1e-6)
+    near = _pairwise_angles_deg(q) < (consensus_deg if consensus_deg is not None else 1e-6)
     best = int(torch.argmax(right.mean(dim=1) * 1e3 + near.sum(dim=1)))
     return markley_average(q[near[best] | (torch.arange(len(q)) == best)])
 

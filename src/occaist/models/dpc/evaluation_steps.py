@@ -76,17 +76,20 @@ def candidate_winners(module: Any, pred: dict[str, Tensor], masks: Tensor) -> Te
 TEST_POSES = ("student", "silhouette_fit")
 
 
-def silhouette_fit_pose(module: Any, pred: dict[str, Tensor], masks: Tensor) -> Tensor:
+def silhouette_fit_pose(
+    module: Any, pred: dict[str, Tensor], masks: Tensor
+) -> tuple[Tensor, Tensor]:
     """Ours (``model.test_pose=silhouette_fit``): each view's pose ``(B, V, 4)`` is the candidate
     whose render of the view's own cloud fits the input's mask ``(B, V, 1, H, W)`` best, the rule
     training uses to pick its winner, instead of the student head's output. The mask is the
-    input's alpha channel (RGBA renders, segmented photos), not a label."""
+    input's alpha channel (RGBA renders, segmented photos), not a label. Returns the poses and
+    the winners ``(B, V)`` (the test diagnostics reuse them instead of rendering again)."""
     b, v = masks.shape[:2]
     target = module._masks_at_render_size(masks.flatten(0, 1))  # (B·V, G, G)
     target = target.view(b, v, *target.shape[-2:])
     winners = candidate_winners(module, pred, target)
     index = winners[..., None, None].expand(-1, -1, 1, 4)
-    return pred["candidates"].gather(2, index).squeeze(2)
+    return pred["candidates"].gather(2, index).squeeze(2), winners
 
 
 def model_records(
@@ -207,7 +210,9 @@ def add_test_diagnostics(
     for record in records:
         record["reference_rotation"] = module.reference_rotation.tolist()
     if module.hparams.eval_candidate_wins and "candidates" in pred:
-        winners = candidate_winners(module, pred, masks)
+        winners = pred.get("winners")  # already rendered by the silhouette fit
+        if winners is None:
+            winners = candidate_winners(module, pred, masks)
         for i, record in enumerate(records):
             record["wins"] = winners[i].tolist()
             record["raw_candidates"] = pred["candidates"][i].tolist()

@@ -218,7 +218,7 @@ class PointCloudPoseNet(pl.LightningModule):
             out["candidates"] = pose["candidates"].view(b, v, -1, 4)
             out["pose_source"] = "student"
             if self.hparams.test_pose == "silhouette_fit" and masks is not None:
-                out["pose"] = silhouette_fit_pose(self, out, masks)
+                out["pose"], out["winners"] = silhouette_fit_pose(self, out, masks)
                 out["pose_source"] = "silhouette_fit"
         return out
 
