@@ -185,7 +185,7 @@ def test_fit_camera_recovers_a_weak_perspective_camera_and_ignores_zero_weights(
 
 
 def test_fitted_camera_graph_net_projects_the_mean_shape_onto_its_points(basis_file) -> None:
-    """``camera_3d=fitted``: the last layer gives beta and node weights (no camera); at beta = 0
+    """``camera_3d=fitted``: the last layer gives node weights (no camera, no beta); at beta = 0
     the projection is the mean shape fitted to the 2D-KGNN's keypoints in the isotropic frame,
     so points that are an exact projection of the mean shape come back unchanged."""
     from occaist.geometry.quaternion import quaternion_rotate
@@ -198,9 +198,9 @@ def test_fitted_camera_graph_net_projects_the_mean_shape_onto_its_points(basis_f
     with pytest.raises(ValueError, match="camera"):
         KeypointGraphNet(shape_basis=basis_file, camera_3d="guessed")
     enc = net.encoder3d
-    assert enc.fc_out.out_features == enc.num_basis + 14
+    assert enc.fc_out.out_features == 14  # one weight per node, beta is fitted
     with torch.no_grad():
-        enc.fc_out.weight.zero_()  # beta = 0, weights sigmoid(0) = 1/2
+        enc.fc_out.weight.zero_()  # weights = the confidences (1/2)
     quat = torch.nn.functional.normalize(torch.tensor([[0.9, 0.1, 0.3, -0.2]]), dim=-1)
     aspect = torch.tensor([2.0])
     iso = 0.4 * quaternion_rotate(enc.mean[None], quat)[..., :2] + 0.1
@@ -258,3 +258,65 @@ def test_fit_beta_recovers_the_coefficients_and_the_ridge_pulls_to_the_prior() -
     assert torch.allclose(got, beta, atol=1e-6)
     stiff = fit_beta(prior + 5.0, mean, comps, scale, rot, t, points, w, ridge=1e6)
     assert torch.allclose(stiff, prior + 5.0, atol=1e-3)
+
+
+def test_untrained_fitted_3d_kgnn_is_the_robust_least_squares_baseline(basis_file) -> None:
+    """``camera_3d=fitted`` with a zero output layer (what training starts from) must be the
+    no-learning baseline of ``occaist.geometry.shape_fit``: weights = the node confidences,
+    Cauchy reweighting rounds, the ridge pulling beta to the network's (here 0) in every
+    alternation. Noisy projections of basis shapes with gross outliers, square ROIs (so both
+    Cauchy scales are 3 % of the side)."""
+    from occaist.geometry.quaternion import quaternion_rotate
+    from occaist.geometry.shape_fit import robust_fit_shape_basis
+
+    torch.manual_seed(1)
+    net = KeypointGraphNet(
+        encoder_hidden=16, decoder_hidden=16, hidden_3d=16, shape_basis=basis_file,
+        camera_3d="fitted", input_3d="heatmap", fit_iterations=50, fit_rounds=6,
+    ).eval()  # fmt: skip
+    enc = net.encoder3d
+    with torch.no_grad():
+        enc.fc_out.weight.zero_()
+    n = 16
+    beta = torch.randn(n, enc.num_basis)
+    shape = enc.mean + torch.einsum("nb,b,bkc->nkc", beta, enc.sigma, enc.basis)
+    quat = torch.nn.functional.normalize(torch.randn(n, 4), dim=-1)
+    xy = 0.4 * quaternion_rotate(shape, quat)[..., :2] + 0.05 * torch.randn(n, 1, 2)
+    xy = xy + 0.02 * torch.randn_like(xy)
+    xy[:, 3] += 0.5  # one gross error per instance
+    conf = torch.rand(n, 14) * 0.9 + 0.1
+    aspect = torch.ones(n)
+    out = net.forward_graph(net.make_nodes(xy, conf), aspect)
+    ref = robust_fit_shape_basis(
+        xy.double().numpy(), conf.double().numpy(), enc.mean.double().numpy(),
+        enc.basis.double().numpy(), enc.sigma.double().numpy(), np.full(n, 2.0),
+    )  # fmt: skip
+    got = out["keypoints_3d"].detach().double().numpy()
+    assert np.abs(got - ref["projection"]).max() < 2e-3
+    # and the robust fit is not the plain one: the outlier moved it
+    assert np.abs(got[:, 3] - xy[:, 3].numpy()).max() > 0.2
+
+
+def test_fit_prior_channels_are_the_offsets_to_the_robust_shape_fit(basis_file) -> None:
+    """``fit_prior=true``: both KGNNs read two more channels per node, its offset to the robust
+    shape-basis fit of the input graph: 0 for the nodes of an exact projection, the error itself
+    for a gross outlier (which the Cauchy rounds leave out of the fit)."""
+    from occaist.geometry.quaternion import quaternion_rotate
+
+    with pytest.raises(ValueError, match="use_3d"):
+        KeypointGraphNet(use_3d=False, fit_prior=True)
+    net = KeypointGraphNet(
+        encoder_hidden=16, decoder_hidden=16, hidden_3d=16, shape_basis=basis_file,
+        camera_3d="fitted", fit_prior=True,
+    ).eval()  # fmt: skip
+    assert net.encoder.mlp1.fc1.in_features == 3 + 14 + 2
+    quat = torch.nn.functional.normalize(torch.tensor([[0.9, 0.1, 0.3, -0.2]]), dim=-1)
+    xy = 0.4 * quaternion_rotate(net.encoder3d.mean[None], quat)[..., :2]
+    xy[0, 5] += torch.tensor([0.6, -0.3])
+    nodes = net.make_nodes(xy, torch.full((1, 14), 0.8))
+    offsets = net._with_fit_prior(nodes, torch.ones(1))[..., -2:]
+    keep = torch.arange(14) != 5
+    assert offsets[0, keep].abs().max() < 0.02
+    assert torch.allclose(offsets[0, 5], torch.tensor([-0.6, 0.3]), atol=0.03)
+    out = net.forward_graph(nodes, torch.ones(1))
+    assert out["refined"].shape == (1, 14, 19)

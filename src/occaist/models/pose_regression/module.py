@@ -84,6 +84,10 @@ class PoseRegressor(pl.LightningModule):
         add_fraction: ADD / ADD-S threshold as a fraction of the diameter (0.1).
         augment: on-the-fly kornia photometric augmentation of training images.
         augment_strength: scales the augmentation's ranges.
+        augment_hue: kornia's hue jitter (fraction of a turn, before ``augment_strength``);
+            ``pose_dr`` sets 0 because its randomizer already rotates the object's hue, and
+            kornia's HSV round trip was the costliest part of a CPU training step (15 ms of
+            32 images at 64 px; ``scripts/bench_pose.py``).
         image_log_every_n_steps: silhouette panels every n training steps (0 = never).
     """
 
@@ -106,13 +110,16 @@ class PoseRegressor(pl.LightningModule):
         add_fraction: float = 0.1,
         augment: bool = False,
         augment_strength: float = 1.0,
+        augment_hue: float = 0.05,
         image_log_every_n_steps: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False, ignore=["net", "randomizer"])
         self.net = net
         self.randomizer = randomizer
-        self.augmenter = _photometric_augmentation(augment_strength) if augment else None
+        self.augmenter = (
+            _photometric_augmentation(augment_strength, augment_hue) if augment else None
+        )
         for split in _SPLITS:
             setattr(self, f"{split}_add", ADD(add_fraction))
             setattr(self, f"{split}_adds", ADDS(add_fraction))
@@ -318,13 +325,13 @@ class PoseRegressor(pl.LightningModule):
         log_silhouette_panels(self, image[:n], predicted, true)
 
 
-def _photometric_augmentation(strength: float) -> nn.Module:
+def _photometric_augmentation(strength: float, hue: float = 0.05) -> nn.Module:
     """kornia colour jitter, Gaussian blur and noise (image-only: the pose labels stay exact)."""
     import kornia.augmentation as K
 
     s = float(strength)
     return K.AugmentationSequential(
-        K.ColorJiggle(0.3 * s, 0.3 * s, 0.3 * s, min(0.5, 0.05 * s), p=0.8),
+        K.ColorJiggle(0.3 * s, 0.3 * s, 0.3 * s, min(0.5, hue * s), p=0.8),
         K.RandomGaussianBlur((5, 5), (0.1, 1.0 + s), p=0.3),
         K.RandomGaussianNoise(std=0.03 * s, p=0.5),
     )

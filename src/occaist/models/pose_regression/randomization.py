@@ -47,35 +47,37 @@ def random_backgrounds(
     """
     ys = torch.linspace(0, 1, height, device=like.device, dtype=like.dtype)[:, None]
     xs = torch.linspace(0, 1, width, device=like.device, dtype=like.dtype)[None, :]
-    shape4 = (batch, 1, 1, 1)
+    kind = torch.randint(_KINDS, (batch,), device=like.device)
     a = _uniform((batch, 3, 1, 1), 0, 1, like)
     b = _uniform((batch, 3, 1, 1), 0, 1, like)
-    angle = _uniform(shape4, 0, 2 * math.pi, like)
-    along = torch.cos(angle) * (xs - 0.5) + torch.sin(angle) * (ys - 0.5)  # (B, 1, H, W)
-    gradient = (0.5 + along).clamp(0, 1)
-    freq = _uniform(shape4, 2, 20, like)
-    stripes = 0.5 + 0.5 * torch.sin(2 * math.pi * freq * along)
-    cells = _uniform(shape4, 2, 12, like)
-    checkers = (torch.floor(xs * cells) + torch.floor(ys * cells)) % 2
-    coarse = torch.rand(batch, 3, 3, 3, device=like.device, dtype=like.dtype)
-    fine = torch.rand(batch, 3, 12, 12, device=like.device, dtype=like.dtype)
-    mix = _uniform(shape4, 0, 1, like)
-    noise = mix * F.interpolate(coarse, (height, width), mode="bilinear", align_corners=True)
-    noise = noise + (1 - mix) * F.interpolate(
-        fine, (height, width), mode="bilinear", align_corners=True
-    )
-    textures = torch.stack(
-        (
-            a.expand(batch, 3, height, width),
-            a + (b - a) * gradient,
-            a + (b - a) * stripes,
-            a + (b - a) * checkers,
-            noise,
-        ),
-        dim=1,
-    )  # (B, kinds, 3, H, W)
-    kind = torch.randint(_KINDS, (batch,), device=like.device)
-    out = textures[torch.arange(batch, device=like.device), kind]  # (B, 3, H, W)
+    out = a.expand(batch, 3, height, width).clone()  # kind 0: flat
+    # every other kind is computed only for the images that drew it
+    for k in range(1, _KINDS):
+        idx = (kind == k).nonzero().flatten()
+        n = len(idx)
+        if n == 0:
+            continue
+        shape4 = (n, 1, 1, 1)
+        angle = _uniform(shape4, 0, 2 * math.pi, like)
+        along = torch.cos(angle) * (xs - 0.5) + torch.sin(angle) * (ys - 0.5)  # (n, 1, H, W)
+        if k == 1:  # linear gradient
+            t = (0.5 + along).clamp(0, 1)
+        elif k == 2:  # stripes
+            t = 0.5 + 0.5 * torch.sin(2 * math.pi * _uniform(shape4, 2, 20, like) * along)
+        elif k == 3:  # checkers
+            cells = _uniform(shape4, 2, 12, like)
+            t = (torch.floor(xs * cells) + torch.floor(ys * cells)) % 2
+        if k < 4:
+            out[idx] = a[idx] + (b[idx] - a[idx]) * t
+            continue
+        # smooth colour noise: a coarse and a fine random field, mixed
+        mix = _uniform(shape4, 0, 1, like)
+        coarse = torch.rand(n, 3, 3, 3, device=like.device, dtype=like.dtype)
+        fine = torch.rand(n, 3, 12, 12, device=like.device, dtype=like.dtype)
+        out[idx] = mix * F.interpolate(
+            coarse, (height, width), mode="bilinear", align_corners=True
+        ) + (1 - mix) * F.interpolate(fine, (height, width), mode="bilinear", align_corners=True)
+    shape4 = (batch, 1, 1, 1)
     for _ in range(max_rectangles):  # clutter; each rectangle drawn with probability 1/2
         x0, y0 = _uniform(shape4, 0, 1, like), _uniform(shape4, 0, 1, like)
         w, h = _uniform(shape4, 0.1, 0.5, like), _uniform(shape4, 0.1, 0.5, like)
