@@ -50,6 +50,27 @@ def test_stand_in_swaps_left_and_right() -> None:
     assert not swapped[:, 8].any() or torch.equal(xy[:, 8], kps[:, 8, :2])  # exhaust stays
 
 
+def test_stand_in_gross_errors_land_in_the_roi_and_the_floor_blurs_confidence() -> None:
+    """``outlier_prob``: that share of the nodes lands anywhere in the ROI (the rest keep the
+    Gaussian noise); ``confidence_floor``: confidence no longer falls to 0 with the error."""
+    kps, boxes = _instances(3000)
+    head = KeypointGraphNet(use_3d=False, encoder_hidden=8, decoder_hidden=8)
+    g = torch.Generator().manual_seed(3)
+    nodes = detector_like_graph(
+        head, kps, boxes, 0.0, 0.0, confidence_peak=1.0, generator=g, outlier_prob=0.3,
+        confidence_floor=0.4,
+    )  # fmt: skip
+    xy = roi_to_image(nodes[..., :2], boxes)
+    moved = (xy - kps[..., :2]).norm(dim=-1) > 1e-3
+    assert float(moved.float().mean()) == pytest.approx(0.3, abs=0.02)
+    inside = (xy >= boxes[:, None, :2] - 1e-3) & (xy <= boxes[:, None, 2:] + 1e-3)
+    assert bool(inside.all())
+    assert float(xy[moved][:, 0].std()) == pytest.approx(400 / 12**0.5, rel=0.05)  # uniform
+    conf = nodes[..., 2]
+    assert float(conf[moved].min()) >= 0.4 * 0.5 - 1e-6  # floor times the smallest factor
+    assert float(conf[~moved].mean()) > float(conf[moved].mean())
+
+
 def test_jittered_boxes_move_every_edge() -> None:
     boxes = torch.tensor([[100.0, 50.0, 500.0, 150.0]]).expand(1000, 4)
     out = jitter_boxes(boxes, 0.05, 0.1, torch.Generator().manual_seed(0))

@@ -275,3 +275,20 @@ def test_manifest_time_fields(tmp_path: Path) -> None:
     assert 0.01 <= manifest["seconds"] <= round(wall, 2) + 0.01  # the stage's own time
     assert manifest["seconds"] == round(manifest["seconds"], 2)
     time.strptime(manifest["finished_at"], "%Y-%m-%dT%H:%M:%S%z")
+
+
+def test_manifest_counts_the_cpu_time_of_the_stage_and_its_subprocesses(tmp_path: Path) -> None:
+    """``cpu_seconds``: a stage that sleeps costs no CPU; one whose subprocess spins does."""
+    import subprocess
+    import sys
+
+    idle = Stage("idle", {}, lambda d: (time.sleep(0.3), (d / "o").write_text(""))[1], ["o"])
+    assert read_manifest(run_stage(idle, tmp_path)[0])["cpu_seconds"] < 0.2
+
+    def spin(d: Path) -> None:
+        code = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"
+        subprocess.run([sys.executable, "-c", code], check=True)
+        (d / "o").write_text("")
+
+    busy = read_manifest(run_stage(Stage("busy", {}, spin, ["o"]), tmp_path)[0])
+    assert 0.5 <= busy["cpu_seconds"] <= busy["seconds"] + 0.1

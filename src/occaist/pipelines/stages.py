@@ -2,9 +2,12 @@
 
 A stage owns one directory ``<study>/<stage name>/``. When it finishes, the runner writes
 ``stage.json`` there (atomically, last): the SHA-256 of the stage's resolved config, the config
-itself, the declared outputs, and the wall time. On the next run a stage whose manifest has the
-same hash and whose outputs all exist is skipped; any other state (no manifest, another config,
-missing outputs) reruns it, and a stage that can resume itself (a training run with
+itself, the declared outputs, the wall time and the CPU time (this process and the subprocesses
+it waited for: CPU budgets are counted in it, since wall time on a shared machine is not; exact
+when stages run one at a time, as in the pose study; with parallel jobs the subprocesses of
+overlapping stages that end in the window count too). On the next run a stage whose manifest
+has the same hash and whose outputs all exist is skipped; any other state (no manifest, another
+config, missing outputs) reruns it, and a stage that can resume itself (a training run with
 ``last.ckpt``) does so. A study killed anywhere therefore resumes at the first unfinished stage.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -102,6 +106,15 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its waited-for children."""
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def run_stage(stage: Stage, study_dir: Path) -> tuple[Path, bool]:
     """Run ``stage`` unless it is done; return its directory and whether it ran now."""
     stage_dir = Path(study_dir) / stage.name
@@ -112,12 +125,12 @@ def run_stage(stage: Stage, study_dir: Path) -> tuple[Path, bool]:
     stage_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(stage_dir / STARTED, {"stage": stage.name, "config_hash": stage.hash})
     log.info("stage %-24s running (config %s)", stage.name, stage.hash[:10])
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     stage.run(stage_dir)
     missing = [out for out in stage.outputs if not (stage_dir / out).exists()]
     if missing:
         raise RuntimeError(f"stage {stage.name!r} finished without its outputs {missing}")
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
     write_json_atomic(
         stage_dir / MANIFEST,
         {
@@ -126,8 +139,9 @@ def run_stage(stage: Stage, study_dir: Path) -> tuple[Path, bool]:
             "config": stage.config,
             "outputs": list(stage.outputs),
             "seconds": round(seconds, 2),
+            "cpu_seconds": round(cpu, 2),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     )
-    log.info("stage %-24s finished in %.1f s", stage.name, seconds)
+    log.info("stage %-24s finished in %.1f s (%.1f s of CPU time)", stage.name, seconds, cpu)
     return stage_dir, True

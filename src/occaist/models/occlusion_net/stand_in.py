@@ -9,6 +9,10 @@ Reproduces the failure modes of a heatmap detector without leaking the answer:
   added noise to occluded nodes only, in box units, i.e. anisotropic in pixels);
 * **left/right swaps**: each left/right pair exchanges positions with probability
   ``swap_prob`` (the commonest heatmap error on cars);
+* **gross errors**: with probability ``outlier_prob`` a labelled node lands anywhere in the ROI
+  (uniform), as a heatmap's mode on the wrong part or the wrong car does (the demo world's
+  trained heatmap network: 20-45 % of its nodes are off by more than a quarter of the box side,
+  on the test sequence and on held-out training sequences);
 * **confidences on the detector's scale**: the softmax peak of a trained heatmap is about
   ``confidence_peak`` for a point on its mode (the demo world's heatmap network of
   ``scripts/occnet_heatmaps.py``: median 0.36, 90th percentile 0.88; an untrained 56x56 one
@@ -16,6 +20,9 @@ Reproduces the failure modes of a heatmap detector without leaking the answer:
   (``exp(-(d / L)^2 / (2 w^2))``, ``w = confidence_width``) times a uniform factor in [0.5, 1]:
   it reflects localisation error, not the visibility label (upstream's recipe drew visible and
   occluded confidences from disjoint ranges, which makes visibility readable from c alone).
+  ``confidence_floor`` ``f`` makes it ``f + (1 - f) exp(...)`` of that: a trained heatmap's
+  peak says little about its error (correlation -0.3 on the demo world), a pure
+  ``exp(...)`` tells the graph nets each node's error.
 
 Unlabelled keypoints (``v = 0``) sit at the ROI centre with confidence 0.
 """
@@ -62,6 +69,8 @@ def detector_like_graph(
     confidence_width: float = 0.05,
     generator: torch.Generator | None = None,
     flip_permutation: Sequence[int] = FLIP_PERMUTATION,
+    outlier_prob: float = 0.0,
+    confidence_floor: float = 0.0,
 ) -> Tensor:
     """Input nodes ``(N, K, D)`` of the ROIs ``boxes`` (N, 4) from ground truth ``keypoints``
     ``(N, K, 3)`` (pixels, COCO ``v``); see the module docstring. ``sigma_*`` are fractions of
@@ -80,9 +89,15 @@ def detector_like_graph(
         swap = swap_pair[:, lo] & (perm != torch.arange(k, device=dev))
         swap = swap & (v > 0) & (v[:, perm] > 0)
         noisy = torch.where(swap[..., None], noisy[:, perm], noisy)
+    if outlier_prob > 0:  # anywhere in the ROI
+        lo, hi = boxes[:, None, :2], boxes[:, None, 2:]
+        uniform = lo + torch.rand((n, k, 2), generator=generator, device=dev) * (hi - lo)
+        gross = torch.rand((n, k), generator=generator, device=dev) < outlier_prob
+        noisy = torch.where(gross[..., None], uniform, noisy)
     dist = (noisy - xy).norm(dim=-1) / size[..., 0]
     factor = 0.5 + 0.5 * torch.rand((n, k), generator=generator, device=dev)
-    conf = confidence_peak * torch.exp(-(dist**2) / (2 * confidence_width**2)) * factor
+    decay = torch.exp(-(dist**2) / (2 * confidence_width**2))
+    conf = confidence_peak * (confidence_floor + (1 - confidence_floor) * decay) * factor
     labelled = v > 0
     roi = torch.where(labelled[..., None], image_to_roi(noisy, boxes), torch.zeros_like(xy))
     conf = torch.where(labelled, conf, torch.zeros_like(conf))
