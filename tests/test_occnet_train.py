@@ -133,3 +133,35 @@ def test_validation_panel_only_for_image_loggers(world: Path) -> None:
     grid = lg.experiment.add_image.call_args[0][1]
     height, width = batch[0][0].shape[-2:]
     assert grid.shape == (3, height + 4, 3 * width + 8)
+
+
+@pytest.mark.slow
+def test_heatmap_graph_recipe_runs_as_documented(world: Path, tmp_path: Path, repo_root) -> None:
+    """The two commands of ``experiment=occnet_graph_heatmaps`` on the tiny world: the heatmap
+    script with ``--folds 0`` writes test graphs only; the KGNNs train on the stand-in (gross
+    errors, blurred confidence, the fit prior) and are evaluated on the network's graphs."""
+    import subprocess
+    import sys
+
+    graphs = tmp_path / "heatmap_graphs.pt"
+    cmd = [
+        sys.executable, str(repo_root / "scripts" / "occnet_heatmaps.py"),
+        "--root", str(world / "carfusion"), "--out", str(graphs), "--folds", "0",
+        "--epochs", "1", "--width", "8",
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    written = torch.load(graphs, weights_only=True)
+    assert set(written) == {"test"} and written["test"]["nodes"].shape[1:] == (14, 3)
+    overrides = [
+        "experiment=occnet_graph_heatmaps",
+        f"data.root={world / 'carfusion'}",
+        f"data.heatmap_graphs={graphs}",
+        "trainer.max_epochs=2",
+        *SMALL,
+    ]
+    overrides[overrides.index("callbacks=none")] = "callbacks=evaluation"
+    with composed(overrides, output_dir=tmp_path / "run") as cfg:
+        assert cfg.model.outlier_prob > 0 and cfg.model.graph_head.fit_prior
+        metrics, _ = occaist.cli.train(cfg)
+    assert "test/pck_occluded_kgnn2d" in metrics
+    _check_report(tmp_path / "run", ("heatmap input", "2D-KGNN", "3D-KGNN"))
