@@ -320,3 +320,25 @@ def test_fit_prior_channels_are_the_offsets_to_the_robust_shape_fit(basis_file) 
     assert torch.allclose(offsets[0, 5], torch.tensor([-0.6, 0.3]), atol=0.03)
     out = net.forward_graph(nodes, torch.ones(1))
     assert out["refined"].shape == (1, 14, 19)
+
+
+def test_weight_offset_max_keeps_the_fitted_weights_near_the_confidences(basis_file) -> None:
+    """``weight_offset_max=m``: whatever the last layer says, each node's weight stays within
+    ``sigmoid(logit(c) +- m)``; unbounded, a large output drives it to 0 or 1."""
+    kw = dict(
+        encoder_hidden=8, decoder_hidden=8, hidden_3d=8, shape_basis=basis_file,
+        camera_3d="fitted", input_3d="heatmap",
+    )  # fmt: skip
+    conf = torch.full((2, 14), 0.5)
+    nodes_xy = torch.rand(2, 14, 2) * 2 - 1
+    for bound in (1.0, None):
+        net = KeypointGraphNet(weight_offset_max=bound, **kw).eval()
+        with torch.no_grad():
+            net.encoder3d.fc_out.weight.zero_()
+            net.encoder3d.fc_out.bias.fill_(50.0)  # a huge offset for every node
+            w = net.forward_graph(net.make_nodes(nodes_xy, conf), torch.ones(2))["kgnn3d_weights"]
+        if bound is None:
+            assert float(w.min()) > 0.999
+        else:
+            assert float(w.max()) <= float(torch.sigmoid(torch.tensor(1.0))) + 1e-6
+            assert float(w.min()) > 0.7  # still pushed up, by at most the bound

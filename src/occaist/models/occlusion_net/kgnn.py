@@ -295,7 +295,8 @@ class GraphEncoder3D(_EdgeStack):
     ``occaist.geometry.shape_fit``'s robust least-squares baseline with learned weights
     ``w_k = sigmoid(logit(c_k) + o_k)``, ``c_k`` the node's confidence and ``o_k`` the network's
     output, so the untrained head (``o`` near 0) *is* the confidence-weighted baseline and
-    training learns corrections to it. (An earlier form also learned the ridge's ``beta``
+    training learns corrections to it, bounded by ``weight_offset_max`` when given
+    (``o = m tanh(o' / m)``). (An earlier form also learned the ridge's ``beta``
     prior: on the demo world it drifted to 5 standard deviations and cost 16 PCK points on
     occluded keypoints.)
 
@@ -324,8 +325,10 @@ class GraphEncoder3D(_EdgeStack):
         fit_iterations: int = 10,
         fit_rounds: int = 8,
         fit_cauchy: float = 0.06,
+        weight_offset_max: float | None = None,
     ) -> None:
         super().__init__(mean.shape[0], n_in, n_hid, dropout, factor)
+        self.weight_offset_max = weight_offset_max
         self.fit_iterations = fit_iterations
         self.fit_rounds = fit_rounds
         self.fit_cauchy = fit_cauchy
@@ -381,9 +384,10 @@ class GraphEncoder3D(_EdgeStack):
             out["quaternion"] = quat
         else:
             conf = nodes[..., 2] if confidence is None else confidence
-            weights = torch.sigmoid(
-                torch.logit(conf.clamp(1e-4, 1 - 1e-4)) + params[:, self.beta_outputs :]
-            )
+            offsets = params[:, self.beta_outputs :]
+            if self.weight_offset_max is not None:  # |o| < max: stay near the confidences
+                offsets = self.weight_offset_max * torch.tanh(offsets / self.weight_offset_max)
+            weights = torch.sigmoid(torch.logit(conf.clamp(1e-4, 1 - 1e-4)) + offsets)
             # the ROI frame scaled to isotropic units (y by h / w), where the camera is a
             # scaled rotation
             target = nodes[..., :2] if points is None else points
@@ -540,6 +544,8 @@ class KeypointGraphNet(nn.Module):
         fit_iterations, fit_rounds, fit_cauchy: the ``fitted`` camera's alternations per
             round, Cauchy reweighting rounds and Cauchy scale (ROI-frame units; the side spans
             2, so 0.06 is ``occaist.geometry.shape_fit``'s 3 % of the side).
+        weight_offset_max: bound of the ``fitted`` camera's learned logit offsets to the
+            confidence weights (``None``: unbounded).
         fit_prior: (ours) two more node channels for both KGNNs: each node's offset to the
             robust least-squares fit of the shape basis to the input graph (the fitted
             camera's closed form under the confidences, no learning, not differentiated), so
@@ -574,6 +580,7 @@ class KeypointGraphNet(nn.Module):
         fit_iterations: int = 10,
         fit_rounds: int = 8,
         fit_cauchy: float = 0.06,
+        weight_offset_max: float | None = None,
         fit_prior: bool = False,
     ) -> None:
         super().__init__()
@@ -625,6 +632,7 @@ class KeypointGraphNet(nn.Module):
                 fit_iterations,
                 fit_rounds,
                 fit_cauchy,
+                weight_offset_max,
             )
 
     def make_nodes(self, xy: Tensor, confidence: Tensor) -> Tensor:
