@@ -16,27 +16,15 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import time
-from collections.abc import Callable
 
 import torch
 from torchvision.models.detection import KeypointRCNN
 
 from occaist.models.occlusion_net.heads import build_occlusion_rcnn
 from occaist.models.occlusion_net.kgnn import KeypointGraphNet
+from occaist.utils.timing import median_seconds
 
 log = logging.getLogger("bench_occnet")
-
-
-def _median_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -96,14 +84,14 @@ def main(argv: list[str] | None = None) -> None:
     # interleave the two so that load from other processes hits both alike
     t_plain, t_occ = [], []
     for _ in range(args.repeats):
-        t_plain.append(_median_time(lambda: infer(plain), 1, warmup=0))
-        t_occ.append(_median_time(lambda: infer(occ), 1, warmup=0))
+        t_plain.append(median_seconds(lambda: infer(plain), 1, warmup=0))
+        t_occ.append(median_seconds(lambda: infer(occ), 1, warmup=0))
     med_plain, med_occ = statistics.median(t_plain), statistics.median(t_occ)
 
     logits = torch.randn(args.detections, 14, 56, 56)
     aspect = torch.ones(args.detections)
     with torch.no_grad():
-        t_head = _median_time(lambda: head.eval()(logits, aspect), args.repeats)
+        t_head = median_seconds(lambda: head.eval()(logits, aspect), args.repeats)
 
     occ.train()
     targets = [
@@ -125,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         occ.zero_grad()
         sum(occ([image], targets).values()).backward()
 
-    t_train = _median_time(train_step, args.repeats)
+    t_train = median_seconds(train_step, args.repeats)
 
     log.info("Occlusion-Net benchmark (CPU, %d thread(s); shared machine: noisy)", args.threads)
     log.info(

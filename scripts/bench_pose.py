@@ -11,25 +11,13 @@ already rotates the hue). Ratios are to the network step.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 
 from occaist.models.pose_regression.module import _photometric_augmentation
 from occaist.models.pose_regression.networks import PoseRegressionNet
 from occaist.models.pose_regression.randomization import DomainRandomizer
-
-
-def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+from occaist.utils.timing import median_seconds
 
 
 def main() -> None:
@@ -60,7 +48,7 @@ def main() -> None:
         ("kornia augmentation, hue 0.05", lambda: with_hue(image)),
         ("kornia augmentation, hue 0 (pose_dr)", lambda: without_hue(image)),
     ]
-    times = {name: _median_ms(fn, args.repeats) for name, fn in rows}
+    times = {name: 1e3 * median_seconds(fn, args.repeats) for name, fn in rows}
     base = times["network forward + backward"]
     print(f"batch {args.batch} x 3 x {args.size}^2, 1 thread, median of {args.repeats}")
     print(f"{'part':40s} {'ms':>8s} {'/ network':>10s}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -39,17 +38,9 @@ from occaist.synth.presets import load_preset
 from occaist.synth.scene import CarInstance, render_gbuffer
 from occaist.synth.writers import carfusion, stanford_cars
 from occaist.synth.writers.shapenet import dpc_view_camera
+from occaist.utils.timing import median_seconds
 
 log = logging.getLogger("bench_synth")
-
-
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_views(repeats: int, per_repeat: int) -> dict[str, float]:
@@ -88,7 +79,7 @@ def bench_views(repeats: int, per_repeat: int) -> dict[str, float]:
         ("stanford_photo", stanford_views),
     ):
         fn()  # warm-up (imports, caches)
-        out[name] = _median_time(fn, repeats) / per_repeat
+        out[name] = median_seconds(fn, repeats, warmup=0) / per_repeat
     return out
 
 
