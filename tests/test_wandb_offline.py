@@ -94,6 +94,7 @@ def test_default_wandb_logger_offline_run_holds_config_and_losses(
     for record in records:
         by_type.setdefault(record.WhichOneof("record_type"), []).append(record)
 
+    assert "run" in by_type, f"no run record in {run_file}: {sorted(by_type)}"
     (run,) = by_type["run"][:1]
     assert run.run.project == "occaist"
     assert run.run.job_type == "train"
