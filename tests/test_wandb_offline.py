@@ -55,9 +55,12 @@ def read_wandb_records(path: Path) -> list:
 
 @pytest.mark.slow
 def test_default_wandb_logger_offline_run_holds_config_and_losses(
-    tiny_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, repo_root: Path
 ) -> None:
-    from occaist.cli import train
+    import os
+    import subprocess
+    import sys
+
     from occaist.utils.compose import composed
 
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -86,7 +89,10 @@ def test_default_wandb_logger_offline_run_holds_config_and_losses(
     ]
     with composed(overrides, output_dir=out) as cfg:
         assert cfg.logger.wandb.mode == "offline"  # the default logger, as configured
-        train(cfg)
+    # in a fresh interpreter, as a user runs it: wandb keeps process-wide state (its setup and
+    # service) from its first use, which other tests of the same pytest worker may have made
+    cmd = [sys.executable, "train.py", *overrides, f"hydra.run.dir={out}"]
+    subprocess.run(cmd, check=True, cwd=repo_root, env=dict(os.environ), timeout=600)
 
     (run_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
     records = read_wandb_records(run_file)
