@@ -388,17 +388,13 @@ class GraphEncoder3D(_EdgeStack):
             if self.weight_offset_max is not None:  # |o| < max: stay near the confidences
                 offsets = self.weight_offset_max * torch.tanh(offsets / self.weight_offset_max)
             weights = torch.sigmoid(torch.logit(conf.clamp(1e-4, 1 - 1e-4)) + offsets)
-            # the ROI frame scaled to isotropic units (y by h / w), where the camera is a
-            # scaled rotation
-            target = nodes[..., :2] if points is None else points
-            target = torch.stack([target[..., 0], target[..., 1] / aspect[:, None]], dim=-1)
-            scale, rotation, translation, shape, fitted_beta = self._robust_fit(
+            target = _isotropic(nodes[..., :2] if points is None else points, aspect)
+            scale, rotation, translation, shape, fitted_beta = self.robust_fit(
                 beta, target, weights
             )
             rotated = torch.einsum("nij,nkj->nki", rotation, shape)
             out.update(beta=fitted_beta, shape=shape, rotation=rotation, weights=weights)
-        proj = scale[:, None, None] * rotated + translation[:, None, :]
-        proj = torch.stack([proj[..., 0], proj[..., 1] * aspect[:, None]], dim=-1)
+        proj = _anisotropic(scale[:, None, None] * rotated + translation[:, None, :], aspect)
         out.update(scale=scale, translation=translation, projection=proj)
         return out
 
@@ -417,14 +413,15 @@ class GraphEncoder3D(_EdgeStack):
         scale, rotation, translation = fit_camera(shape, target, w)
         return scale, rotation, translation, shape, beta
 
-    def _robust_fit(
+    def robust_fit(
         self, prior: Tensor, target: Tensor, weights: Tensor
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """The weighted, Cauchy-reweighted alternation of :func:`fit_camera` and
-        :func:`fit_beta` (class docstring) -> ``(s, R, t, shape, beta)``."""
-        w = weights
-        for round_ in range(max(self.fit_rounds, 1)):
-            last = round_ == max(self.fit_rounds, 1) - 1
+        :func:`fit_beta` (class docstring) to ``target`` ``(N, K, 2)`` in isotropic units ->
+        ``(s, R, t, shape, beta)``."""
+        w, rounds = weights, max(self.fit_rounds, 1)
+        for round_ in range(rounds):
+            last = round_ == rounds - 1
             # the reweighting rounds only set the (not differentiated) Cauchy factors
             with torch.set_grad_enabled(last and torch.is_grad_enabled()):
                 scale, rotation, translation, shape, beta = self._fit(prior, target, w)
@@ -433,6 +430,17 @@ class GraphEncoder3D(_EdgeStack):
                 residual = (proj + translation[:, None] - target).norm(dim=-1)
                 w = weights / (1 + (residual / self.fit_cauchy) ** 2)
         return scale, rotation, translation, shape, beta
+
+
+def _isotropic(points: Tensor, aspect: Tensor) -> Tensor:
+    """ROI-frame points ``(N, K, 2)`` -> isotropic units (y by ``h / w``), where a
+    weak-perspective camera is a scaled rotation."""
+    return torch.stack([points[..., 0], points[..., 1] / aspect[:, None]], dim=-1)
+
+
+def _anisotropic(points: Tensor, aspect: Tensor) -> Tensor:
+    """The inverse of :func:`_isotropic`."""
+    return torch.stack([points[..., 0], points[..., 1] * aspect[:, None]], dim=-1)
 
 
 def fit_beta(
@@ -552,9 +560,9 @@ class KeypointGraphNet(nn.Module):
             the decoder can move an occluded node towards the shape prior when its heatmap is
             off and the encoder can see which nodes disagree with the rest.
         camera_3d: ``"regressed"`` (paper, upstream): the 3D-KGNN's last layer gives the camera
-            ``(s, t, q)``; ``"fitted"`` (ours): it gives ``beta`` and one weight per node, and
-            the weak-perspective camera is fitted in closed form (:func:`fit_camera`) to the
-            2D-KGNN's keypoints (``keypoints_2d``; the heatmap points with
+            ``(s, t, q)``; ``"fitted"`` (ours): it gives one weight offset per node, and the
+            weak-perspective camera and ``beta`` are fitted in closed form (:func:`fit_camera`,
+            :func:`fit_beta`) to the 2D-KGNN's keypoints (``keypoints_2d``; the heatmap points with
             ``input_3d="heatmap"``) under those weights.
     """
 
@@ -692,13 +700,12 @@ class KeypointGraphNet(nn.Module):
         enc = self.encoder3d
         with torch.no_grad():
             xy = nodes[..., :2]
-            target = torch.stack([xy[..., 0], xy[..., 1] / aspect[:, None]], dim=-1)
             prior = xy.new_zeros(len(nodes), enc.num_basis)
             weights = nodes[..., 2].clamp(1e-4, 1.0)
-            scale, rotation, translation, shape, _ = enc._robust_fit(prior, target, weights)
+            fit = enc.robust_fit(prior, _isotropic(xy, aspect), weights)
+            scale, rotation, translation, shape, _ = fit
             proj = scale[:, None, None] * torch.einsum("nij,nkj->nki", rotation, shape)
-            proj = proj + translation[:, None]
-            proj = torch.stack([proj[..., 0], proj[..., 1] * aspect[:, None]], dim=-1)
+            proj = _anisotropic(proj + translation[:, None], aspect)
         return torch.cat([nodes, proj - xy], dim=-1)
 
     def forward(self, heatmap_logits: Tensor, aspect: Tensor) -> dict[str, Tensor]:
