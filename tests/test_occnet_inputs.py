@@ -71,6 +71,36 @@ def test_stand_in_gross_errors_land_in_the_roi_and_the_floor_blurs_confidence() 
     assert float(conf[~moved].mean()) > float(conf[moved].mean())
 
 
+def test_stand_in_part_confusions_land_on_a_keypoint_of_the_same_part() -> None:
+    """``outlier_part_share``: that share of the gross errors sits on another labelled keypoint
+    of the same part (never on itself, never for the partless exhaust), with the confidence of
+    a clean peak."""
+    from occaist.data.keypoints import KEYPOINT_PARTS
+
+    kps, boxes = _instances(3000)
+    kps[..., 2] = 2.0
+    kps[:, 3, 2] = 0.0  # an unlabelled wheel is never a landing place
+    head = KeypointGraphNet(use_3d=False, encoder_hidden=8, decoder_hidden=8)
+    g = torch.Generator().manual_seed(4)
+    nodes = detector_like_graph(
+        head, kps, boxes, 0.0, 0.0, confidence_peak=1.0, generator=g, outlier_prob=1.0,
+        outlier_part_share=0.5,
+    )  # fmt: skip
+    xy = roi_to_image(nodes[..., :2], boxes)
+    dist = (xy[:, :, None] - kps[:, None, :, :2]).norm(dim=-1)  # (N, K, K)
+    on_kp = dist < 1e-3
+    landed = on_kp.any(-1)
+    assert float(landed[:, 0].float().mean()) == pytest.approx(0.5, abs=0.04)
+    target = dist.argmin(-1)
+    parts = torch.tensor(KEYPOINT_PARTS)
+    assert bool((parts[target[:, 0][landed[:, 0]]] == parts[0]).all())
+    assert set(target[:, 0][landed[:, 0]].tolist()) == {1, 2}  # not itself, not unlabelled 3
+    assert not bool(landed[:, 8].any()) and not bool(landed[:, 13].any())
+    conf = nodes[..., 2]
+    assert float(conf[:, 0][landed[:, 0]].mean()) > 0.7  # a clean peak, about 0.75
+    assert float(conf[:, 0][~landed[:, 0]].mean()) < 0.1
+
+
 def test_jittered_boxes_move_every_edge() -> None:
     boxes = torch.tensor([[100.0, 50.0, 500.0, 150.0]]).expand(1000, 4)
     out = jitter_boxes(boxes, 0.05, 0.1, torch.Generator().manual_seed(0))

@@ -34,6 +34,11 @@ NUM_KEYPOINTS = len(KEYPOINT_NAMES)
 FLIP_PERMUTATION: tuple[int, ...] = (1, 0, 3, 2, 5, 4, 7, 6, 8, 10, 9, 12, 11, 13)
 """``flipped[k] = keypoints[FLIP_PERMUTATION[k]]`` for a mirrored car or image."""
 
+KEYPOINT_PARTS: tuple[int, ...] = (0, 0, 0, 0, 1, 1, 1, 1, -1, 2, 2, 2, 2, -1)
+"""The part of each keypoint: 0 wheels, 1 headlights, 2 roof corners, -1 none (exhaust,
+centre). A heatmap network's gross errors on a keypoint mostly land on another keypoint of the
+same part (a wheel's map peaks on another wheel)."""
+
 LATERAL_AXIS = 2
 """The object-frame axis that a left-right mirror negates (z, pointing to the car's right)."""
 

@@ -34,9 +34,9 @@ class OcclusionGraphNet(GraphHeadModule):
     Args:
         graph_head: the :class:`KeypointGraphNet`.
         optimizer: a ``_partial_`` optimizer.
-        sigma_visible, sigma_occluded, swap_prob, outlier_prob, confidence_peak,
-            confidence_width, confidence_floor, box_jitter: the stand-in (``stand_in``; sigmas
-            as fractions of the box side).
+        sigma_visible, sigma_occluded, swap_prob, outlier_prob, outlier_part_share,
+            confidence_peak, confidence_width, confidence_floor, box_jitter: the stand-in
+            (``stand_in``; sigmas as fractions of the box side).
         loss_weights: weights of ``loss_edges``, ``loss_occluded``, ``loss_reprojection``.
         reprojection_target, reprojection_exclude, reprojection_detach: see
             ``losses.reprojection_loss``.
@@ -61,6 +61,7 @@ class OcclusionGraphNet(GraphHeadModule):
         sigma_occluded: float = 0.08,
         swap_prob: float = 0.05,
         outlier_prob: float = 0.0,
+        outlier_part_share: float = 0.0,
         confidence_peak: float = 0.9,
         confidence_width: float = 0.05,
         confidence_floor: float = 0.0,
@@ -100,6 +101,7 @@ class OcclusionGraphNet(GraphHeadModule):
                 self.graph_head, batch["keypoints"], rois, hp.sigma_visible, hp.sigma_occluded,
                 hp.swap_prob, hp.confidence_peak, hp.confidence_width, generator,
                 outlier_prob=hp.outlier_prob, confidence_floor=hp.confidence_floor,
+                outlier_part_share=hp.outlier_part_share,
             )  # fmt: skip
         return rois, self.graph_head.forward_graph(nodes, box_aspect(rois))
 

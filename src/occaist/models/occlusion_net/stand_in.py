@@ -13,6 +13,13 @@ Reproduces the failure modes of a heatmap detector without leaking the answer:
   (uniform), as a heatmap's mode on the wrong part or the wrong car does (the demo world's
   trained heatmap network: 20-45 % of its nodes are off by more than a quarter of the box side,
   on the test sequence and on held-out training sequences);
+* **part confusions**: a share ``outlier_part_share`` of those gross errors lands instead on
+  another labelled keypoint of the same part (``KEYPOINT_PARTS``: wheels, headlights, roof
+  corners; plus the visible-node noise), as a heatmap peaking on the wrong wheel does (on the
+  demo world's cross-fitted training graphs 61-64 % of the gross errors lie within a tenth of
+  the box side of another labelled keypoint, about two thirds of them of the same part); such
+  a node is a clean peak, so its confidence follows its distance to the keypoint it landed on,
+  not to its own;
 * **confidences on the detector's scale**: the softmax peak of a trained heatmap is about
   ``confidence_peak`` for a point on its mode (the demo world's heatmap network of
   ``scripts/occnet_heatmaps.py``: median 0.36, 90th percentile 0.88; an untrained 56x56 one
@@ -34,7 +41,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from occaist.data.keypoints import FLIP_PERMUTATION, OCCLUDED
+from occaist.data.keypoints import FLIP_PERMUTATION, KEYPOINT_PARTS, OCCLUDED
 from occaist.models.occlusion_net.kgnn import KeypointGraphNet, image_to_roi
 
 __all__ = ["detector_like_graph", "jitter_boxes", "resample_shapes"]
@@ -71,6 +78,8 @@ def detector_like_graph(
     flip_permutation: Sequence[int] = FLIP_PERMUTATION,
     outlier_prob: float = 0.0,
     confidence_floor: float = 0.0,
+    outlier_part_share: float = 0.0,
+    parts: Sequence[int] = KEYPOINT_PARTS,
 ) -> Tensor:
     """Input nodes ``(N, K, D)`` of the ROIs ``boxes`` (N, 4) from ground truth ``keypoints``
     ``(N, K, 3)`` (pixels, COCO ``v``); see the module docstring. ``sigma_*`` are fractions of
@@ -89,12 +98,17 @@ def detector_like_graph(
         swap = swap_pair[:, lo] & (perm != torch.arange(k, device=dev))
         swap = swap & (v > 0) & (v[:, perm] > 0)
         noisy = torch.where(swap[..., None], noisy[:, perm], noisy)
+    peak_at = xy  # where each node's heatmap peak truly is (its confidence's reference)
     if outlier_prob > 0:  # anywhere in the ROI
         lo, hi = boxes[:, None, :2], boxes[:, None, 2:]
         uniform = lo + torch.rand((n, k, 2), generator=generator, device=dev) * (hi - lo)
         gross = torch.rand((n, k), generator=generator, device=dev) < outlier_prob
         noisy = torch.where(gross[..., None], uniform, noisy)
-    dist = (noisy - xy).norm(dim=-1) / size[..., 0]
+        if outlier_part_share > 0:
+            noisy, peak_at = _part_confusions(
+                noisy, xy, v, gross, size, sigma_visible, outlier_part_share, parts, generator
+            )
+    dist = (noisy - peak_at).norm(dim=-1) / size[..., 0]
     factor = 0.5 + 0.5 * torch.rand((n, k), generator=generator, device=dev)
     decay = torch.exp(-(dist**2) / (2 * confidence_width**2))
     conf = confidence_peak * (confidence_floor + (1 - confidence_floor) * decay) * factor
@@ -102,6 +116,37 @@ def detector_like_graph(
     roi = torch.where(labelled[..., None], image_to_roi(noisy, boxes), torch.zeros_like(xy))
     conf = torch.where(labelled, conf, torch.zeros_like(conf))
     return graph_head.make_nodes(roi, conf)
+
+
+def _part_confusions(
+    noisy: Tensor,
+    xy: Tensor,
+    v: Tensor,
+    gross: Tensor,
+    size: Tensor,
+    sigma: float,
+    share: float,
+    parts: Sequence[int],
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor]:
+    """Move a share ``share`` of the gross errors ``gross`` ``(N, K)`` onto another labelled
+    keypoint of the same part (uniform among them, plus noise ``sigma * size``) -> the new
+    ``noisy`` ``(N, K, 2)`` and where each node's peak truly is (its landing keypoint for the
+    moved ones, its own ground truth ``xy`` otherwise)."""
+    n, k = v.shape
+    dev = xy.device
+    part = torch.as_tensor(list(parts), device=dev)
+    same = (part[:, None] == part[None, :]) & (part[:, None] >= 0)
+    same &= ~torch.eye(k, dtype=torch.bool, device=dev)  # (K, K): candidate targets
+    cand = same[None] & (v > 0)[:, None, :]  # (N, K, K): labelled targets of the same part
+    score = torch.rand((n, k, k), generator=generator, device=dev).masked_fill(~cand, -1.0)
+    target = score.argmax(-1)  # a uniform draw among the candidates
+    confuse = gross & cand.any(-1)
+    confuse &= torch.rand((n, k), generator=generator, device=dev) < share
+    landing = xy.gather(1, target[..., None].expand(n, k, 2))
+    jitter = torch.randn((n, k, 2), generator=generator, device=dev) * sigma * size
+    noisy = torch.where(confuse[..., None], landing + jitter, noisy)
+    return noisy, torch.where(confuse[..., None], landing, xy)
 
 
 def resample_shapes(
