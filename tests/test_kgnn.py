@@ -184,6 +184,23 @@ def test_fit_camera_recovers_a_weak_perspective_camera_and_ignores_zero_weights(
     assert (proj2 - truth).abs().max() > 0.1
 
 
+def test_fit_camera_gradient_stays_finite_when_the_points_are_degenerate() -> None:
+    """Points all but in one place (spread 1e-19) give an affine fit near 0, whose 2 x 2 Gram
+    matrix underflows: ``torch.linalg.det``'s backward returned NaN there (0 times an infinite
+    inverse; a 1200-step training run stopped at step 513 on it, with a Gram matrix of 1e-38);
+    the closed-form determinant keeps the gradient finite."""
+    from occaist.models.occlusion_net.kgnn import fit_camera
+
+    g = torch.Generator().manual_seed(1)
+    shape = torch.randn(2, 14, 3, generator=g)
+    points = (1e-19 * torch.randn(2, 14, 2, generator=g)).requires_grad_(True)
+    weights = torch.rand(2, 14, generator=g).requires_grad_(True)
+    scale, rot, t = fit_camera(shape, points, weights)
+    (scale.sum() + rot.sum() + t.sum()).backward()
+    assert weights.grad is not None and weights.grad.isfinite().all()
+    assert points.grad is not None and points.grad.isfinite().all()
+
+
 def test_fitted_camera_graph_net_projects_the_mean_shape_onto_its_points(basis_file) -> None:
     """``camera_3d=fitted``: the last layer gives node weights (no camera, no beta); at beta = 0
     the projection is the mean shape fitted to the 2D-KGNN's keypoints in the isotropic frame,

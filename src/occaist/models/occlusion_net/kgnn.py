@@ -495,7 +495,10 @@ def fit_camera(
     pws = pc.transpose(1, 2) @ (w * sc)  # (N, 2, 3)
     affine = torch.linalg.solve(sws, pws.transpose(1, 2)).transpose(1, 2)  # sws symmetric
     gram = affine @ affine.transpose(1, 2)  # (N, 2, 2)
-    root_det = torch.linalg.det(gram).clamp_min(1e-12).sqrt()
+    # the 2 x 2 determinant in closed form: torch.linalg.det's backward returns NaN when
+    # ``gram`` is singular (weights on too few nodes), seen at one step of a 1200-step run
+    det = gram[:, 0, 0] * gram[:, 1, 1] - gram[:, 0, 1] * gram[:, 1, 0]
+    root_det = det.clamp_min(1e-12).sqrt()
     trace = gram.diagonal(dim1=1, dim2=2).sum(-1)
     eye = torch.eye(2, dtype=gram.dtype, device=gram.device)
     root = (gram + root_det[:, None, None] * eye) / (trace + 2 * root_det).sqrt()[:, None, None]
