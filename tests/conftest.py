@@ -19,6 +19,25 @@ torch.set_num_threads(1)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _accelerator_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``OCCAIST_TEST_ACCELERATOR=gpu pytest ...`` runs every Lightning ``Trainer`` the tests
+    build (Hydra's ``trainer=cpu`` included) on that accelerator, one device: the suite's
+    training tests as a CUDA check on a GPU machine. Unset (CI), nothing changes."""
+    accelerator = os.environ.get("OCCAIST_TEST_ACCELERATOR")
+    if not accelerator:
+        return
+    import pytorch_lightning as pl
+
+    init = pl.Trainer.__init__
+
+    def on_accelerator(self: pl.Trainer, *args: object, **kwargs: object) -> None:
+        kwargs.update(accelerator=accelerator, devices=1)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "__init__", on_accelerator)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
