@@ -233,7 +233,7 @@ def vote_alignment(
     right = (quaternion_angle_deg(aligned, g[None].expand_as(aligned)) < threshold_deg).double()
     near = _pairwise_angles_deg(q) < (consensus_deg if consensus_deg is not None else 1e-6)
     best = int(torch.argmax(right.mean(dim=1) * 1e3 + near.sum(dim=1)))
-    return markley_average(q[near[best] | (torch.arange(len(q)) == best)])
+    return markley_average(q[near[best] | (torch.arange(len(q), device=q.device) == best)])
 
 
 def select_alignment_rotations(

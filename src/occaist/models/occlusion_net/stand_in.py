@@ -59,7 +59,9 @@ def jitter_boxes(
         return boxes
     centre = (boxes[:, :2] + boxes[:, 2:]) / 2
     size = (boxes[:, 2:] - boxes[:, :2]).clamp_min(1.0)
-    noise = torch.randn(boxes.shape[0], 4, generator=generator, device=boxes.device)
+    # drawn on the generator's device (a CPU generator gives the same boxes on CPU and CUDA)
+    dev = generator.device if generator is not None else boxes.device
+    noise = torch.randn(boxes.shape[0], 4, generator=generator, device=dev).to(boxes)
     centre = centre + noise[:, :2] * center_std * size
     size = size * torch.exp(noise[:, 2:] * scale_std)
     return torch.cat([centre - size / 2, centre + size / 2], dim=1)
