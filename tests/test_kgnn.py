@@ -314,6 +314,31 @@ def test_untrained_fitted_3d_kgnn_is_the_robust_least_squares_baseline(basis_fil
     assert np.abs(got[:, 3] - xy[:, 3].numpy()).max() > 0.2
 
 
+def test_fitted_3d_kgnn_reports_its_fit_without_the_learned_weights(basis_file) -> None:
+    """The evaluation's diagnostic row: in eval mode the fitted camera also returns the fit with
+    its learned weight offsets left out (``keypoints_3d_fit``), which is the prediction itself
+    for an untrained head and differs once the output layer gives offsets; training batches do
+    not pay for it."""
+    torch.manual_seed(2)
+    net = KeypointGraphNet(
+        encoder_hidden=16, decoder_hidden=16, hidden_3d=16, shape_basis=basis_file,
+        camera_3d="fitted", input_3d="heatmap",
+    ).eval()  # fmt: skip
+    enc = net.encoder3d
+    xy = 0.3 * torch.randn(4, 14, 2)
+    nodes, aspect = net.make_nodes(xy, torch.rand(4, 14) * 0.8 + 0.1), torch.ones(4)
+    with torch.no_grad():
+        enc.fc_out.weight.zero_()
+        out = net.forward_graph(nodes, aspect)
+        assert torch.allclose(out["keypoints_3d_fit"], out["keypoints_3d"])
+        enc.fc_out.bias.copy_(torch.linspace(-4.0, 4.0, enc.fc_out.bias.numel()))
+        out = net.forward_graph(nodes, aspect)
+        untrained = enc(nodes, aspect, learned_weights=False)["projection"]
+    assert torch.allclose(out["keypoints_3d_fit"], untrained)
+    assert (out["keypoints_3d_fit"] - out["keypoints_3d"]).abs().max() > 1e-3
+    assert "keypoints_3d_fit" not in net.train().forward_graph(nodes, aspect)
+
+
 def test_fit_prior_channels_are_the_offsets_to_the_robust_shape_fit(basis_file) -> None:
     """``fit_prior=true``: both KGNNs read two more channels per node, its offset to the robust
     shape-basis fit of the input graph: 0 for the nodes of an exact projection, the error itself

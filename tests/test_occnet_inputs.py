@@ -122,7 +122,8 @@ def test_evaluator_rows_baselines_and_coco_ap() -> None:
         perfect, off = gt[:, :2].tolist(), (gt[:, :2] + 30.0).tolist()
         records.append({
             "sample": str(i), "keypoints": gt.tolist(), "box": [0, 0, 100, 100],
-            "heatmap": off, "kgnn2d": perfect, "kgnn3d": off, "confidence": [1.0] * k,
+            "heatmap": off, "kgnn2d": perfect, "kgnn3d": off, "kgnn3d_fit": perfect,
+            "confidence": [1.0] * k,
             "visibility": (gt[:, 2] == 2).astype(float).tolist(),
             "noise": {"0": {"heatmap": off, "kgnn2d": perfect}},
         })  # fmt: skip
@@ -134,8 +135,10 @@ def test_evaluator_rows_baselines_and_coco_ap() -> None:
         "least-squares shape fit",
         "2D-KGNN",
         "3D-KGNN",
+        "3D-KGNN, learned weights off",
     ]
     assert rows["2D-KGNN"]["all"] == rows["2D-KGNN"]["occluded"] == 100.0
+    assert rows["3D-KGNN, learned weights off"]["all"] == 100.0
     assert rows["2D-KGNN"]["coco_AP"] == pytest.approx(100.0)
     assert rows["3D-KGNN"]["all"] == 0.0 and rows["3D-KGNN"]["coco_AP"] < 10
     assert set(rows["2D-KGNN"]) >= {"occ=1", "occ=5"}

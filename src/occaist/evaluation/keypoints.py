@@ -6,8 +6,9 @@ Records (one plain dict per car instance, from the module's ``test_step``):
   ``box``: the ground-truth box ``(x0, y0, x1, y1)``, used only as the PCK normaliser
   ``L = max(w, h)`` and the OKS area;
 - one ``(K, 2)`` pixel prediction per predictor (``heatmap``: the graph's input, ``kgnn2d``,
-  ``kgnn3d``), ``confidence`` ``(K,)`` the input nodes' confidences, ``visibility`` ``(K,)`` the
-  predicted probability of being visible;
+  ``kgnn3d``, and with the fitted camera ``kgnn3d_fit``: the 3D-KGNN's fit without its learned
+  node weights, a diagnostic of what learning them adds), ``confidence`` ``(K,)`` the input
+  nodes' confidences, ``visibility`` ``(K,)`` the predicted probability of being visible;
 - optionally ``noise``: ``{sigma: {predictor: (K, 2)}}`` for the noise study.
 
 The report holds, for PCK@alpha on visible / occluded / all evaluated keypoints and by number of
@@ -43,6 +44,7 @@ DEFAULT_LABELS = {
     "lsq_fit": "least-squares shape fit",
     "kgnn2d": "2D-KGNN",
     "kgnn3d": "3D-KGNN",
+    "kgnn3d_fit": "3D-KGNN, learned weights off",
 }
 
 
@@ -171,7 +173,7 @@ class KeypointEvaluator(Evaluator):
         boxes = np.asarray([r["box"] for r in records], dtype=np.float64)
         preds = {
             key: np.asarray([r[key] for r in records], dtype=np.float64)
-            for key in ("heatmap", "kgnn2d", "kgnn3d")
+            for key in ("heatmap", "kgnn2d", "kgnn3d", "kgnn3d_fit")
             if key in records[0]
         }
         if self.shape_basis is not None and "heatmap" in preds:

@@ -362,13 +362,15 @@ class GraphEncoder3D(_EdgeStack):
         aspect: Tensor,
         points: Tensor | None = None,
         confidence: Tensor | None = None,
+        learned_weights: bool = True,
     ) -> dict[str, Tensor]:
         """``nodes`` ``(N, K, D)``, ``aspect`` ``(N,)`` ROI ``w / h`` -> dict of ``beta``,
         ``scale`` ``(N,)``, ``translation`` ``(N, 2)``, ``shape`` ``(N, K, 3)``, ``projection``
         ``(N, K, 2)`` in the ROI frame, and ``quaternion`` ``(N, 4)`` (``regressed``) or
         ``rotation`` ``(N, 2, 3)`` and ``weights`` ``(N, K)`` (``fitted``: the camera fitted to
         ``points`` ``(N, K, 2)``, ROI frame, default ``nodes[..., :2]``, starting from the
-        weights ``confidence`` ``(N, K)``, default ``nodes[..., 2]``)."""
+        weights ``confidence`` ``(N, K)``, default ``nodes[..., 2]``; ``learned_weights=False``
+        leaves the offsets out: the untrained head, i.e. the confidence-weighted fit alone)."""
         params = self.camera_and_shape(nodes)  # (N, P)
         beta = params[:, : self.beta_outputs]
         if self.camera == "fitted":  # the baseline's ridge prior: beta = 0
@@ -385,7 +387,9 @@ class GraphEncoder3D(_EdgeStack):
         else:
             conf = nodes[..., 2] if confidence is None else confidence
             offsets = params[:, self.beta_outputs :]
-            if self.weight_offset_max is not None:  # |o| < max: stay near the confidences
+            if not learned_weights:
+                offsets = torch.zeros_like(offsets)
+            elif self.weight_offset_max is not None:  # |o| < max: stay near the confidences
                 offsets = self.weight_offset_max * torch.tanh(offsets / self.weight_offset_max)
             weights = torch.sigmoid(torch.logit(conf.clamp(1e-4, 1 - 1e-4)) + offsets)
             target = _isotropic(nodes[..., :2] if points is None else points, aspect)
@@ -694,6 +698,11 @@ class KeypointGraphNet(nn.Module):
             points = keypoints_2d if refined_input else heat_xy
             res3d = self.encoder3d(source, aspect, points, nodes[..., 2])
             out["keypoints_3d"] = res3d.pop("projection")
+            if self.encoder3d.camera == "fitted" and not self.training:
+                # diagnostic (evaluation only): the same fit without the learned weights, so
+                # the report shows what learning the weights adds to the fit it starts from
+                untrained = self.encoder3d(source, aspect, points, nodes[..., 2], False)
+                out["keypoints_3d_fit"] = untrained["projection"]
             out.update({f"kgnn3d_{k}": v for k, v in res3d.items()})
         return out
 

@@ -86,7 +86,10 @@ class GraphHeadModule(pl.LightningModule):
     def _predictions(self, out: dict[str, Tensor], rois: Tensor) -> dict[str, Tensor]:
         """Pixel predictions ``(N, K, 2)`` per predictor from graph outputs in ROI frames."""
         keys = {"heatmap": "keypoints_heatmap", "kgnn2d": "keypoints_2d", "kgnn3d": "keypoints_3d"}
-        return {p: roi_to_image(out[keys[p]], rois) for p in self.predictors}
+        preds = {p: roi_to_image(out[keys[p]], rois) for p in self.predictors}
+        if "keypoints_3d_fit" in out:  # the fitted camera's diagnostic row (kgnn.py)
+            preds["kgnn3d_fit"] = roi_to_image(out["keypoints_3d_fit"], rois)
+        return preds
 
     def _update_metrics(
         self, preds: dict[str, Tensor], gt: Tensor, boxes: Tensor, visibility: Tensor
