@@ -50,17 +50,24 @@ def test_stand_in_swaps_left_and_right() -> None:
     assert not swapped[:, 8].any() or torch.equal(xy[:, 8], kps[:, 8, :2])  # exhaust stays
 
 
+def _gross_errors_only(
+    kps: torch.Tensor, boxes: torch.Tensor, seed: int, **stand_in: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stand-in nodes with no Gaussian noise and peak confidence 1 (only the gross errors of
+    ``stand_in`` move a node) -> ``(nodes (N, K, D), their pixel positions (N, K, 2))``."""
+    head = KeypointGraphNet(use_3d=False, encoder_hidden=8, decoder_hidden=8)
+    g = torch.Generator().manual_seed(seed)
+    nodes = detector_like_graph(
+        head, kps, boxes, 0.0, 0.0, confidence_peak=1.0, generator=g, **stand_in
+    )
+    return nodes, roi_to_image(nodes[..., :2], boxes)
+
+
 def test_stand_in_gross_errors_land_in_the_roi_and_the_floor_blurs_confidence() -> None:
     """``outlier_prob``: that share of the nodes lands anywhere in the ROI (the rest keep the
     Gaussian noise); ``confidence_floor``: confidence no longer falls to 0 with the error."""
     kps, boxes = _instances(3000)
-    head = KeypointGraphNet(use_3d=False, encoder_hidden=8, decoder_hidden=8)
-    g = torch.Generator().manual_seed(3)
-    nodes = detector_like_graph(
-        head, kps, boxes, 0.0, 0.0, confidence_peak=1.0, generator=g, outlier_prob=0.3,
-        confidence_floor=0.4,
-    )  # fmt: skip
-    xy = roi_to_image(nodes[..., :2], boxes)
+    nodes, xy = _gross_errors_only(kps, boxes, 3, outlier_prob=0.3, confidence_floor=0.4)
     moved = (xy - kps[..., :2]).norm(dim=-1) > 1e-3
     assert float(moved.float().mean()) == pytest.approx(0.3, abs=0.02)
     inside = (xy >= boxes[:, None, :2] - 1e-3) & (xy <= boxes[:, None, 2:] + 1e-3)
@@ -80,13 +87,7 @@ def test_stand_in_part_confusions_land_on_a_keypoint_of_the_same_part() -> None:
     kps, boxes = _instances(3000)
     kps[..., 2] = 2.0
     kps[:, 3, 2] = 0.0  # an unlabelled wheel is never a landing place
-    head = KeypointGraphNet(use_3d=False, encoder_hidden=8, decoder_hidden=8)
-    g = torch.Generator().manual_seed(4)
-    nodes = detector_like_graph(
-        head, kps, boxes, 0.0, 0.0, confidence_peak=1.0, generator=g, outlier_prob=1.0,
-        outlier_part_share=0.5,
-    )  # fmt: skip
-    xy = roi_to_image(nodes[..., :2], boxes)
+    nodes, xy = _gross_errors_only(kps, boxes, 4, outlier_prob=1.0, outlier_part_share=0.5)
     dist = (xy[:, :, None] - kps[:, None, :, :2]).norm(dim=-1)  # (N, K, K)
     on_kp = dist < 1e-3
     landed = on_kp.any(-1)

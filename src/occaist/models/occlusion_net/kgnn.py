@@ -371,7 +371,10 @@ class GraphEncoder3D(_EdgeStack):
         ``points`` ``(N, K, 2)``, ROI frame, default ``nodes[..., :2]``, starting from the
         weights ``confidence`` ``(N, K)``, default ``nodes[..., 2]``; ``learned_weights=False``
         leaves the offsets out: the untrained head, i.e. the confidence-weighted fit alone)."""
-        params = self.camera_and_shape(nodes)  # (N, P)
+        if learned_weights or self.camera != "fitted":
+            params = self.camera_and_shape(nodes)  # (N, P)
+        else:  # the offsets are left out: no need to run the graph net
+            params = nodes.new_zeros(len(nodes), self.fc_out.out_features)
         beta = params[:, : self.beta_outputs]
         if self.camera == "fitted":  # the baseline's ridge prior: beta = 0
             beta = params.new_zeros(len(params), self.num_basis)
@@ -387,9 +390,7 @@ class GraphEncoder3D(_EdgeStack):
         else:
             conf = nodes[..., 2] if confidence is None else confidence
             offsets = params[:, self.beta_outputs :]
-            if not learned_weights:
-                offsets = torch.zeros_like(offsets)
-            elif self.weight_offset_max is not None:  # |o| < max: stay near the confidences
+            if learned_weights and self.weight_offset_max is not None:  # |o| < max
                 offsets = self.weight_offset_max * torch.tanh(offsets / self.weight_offset_max)
             weights = torch.sigmoid(torch.logit(conf.clamp(1e-4, 1 - 1e-4)) + offsets)
             target = _isotropic(nodes[..., :2] if points is None else points, aspect)
