@@ -384,3 +384,28 @@ def test_weight_offset_max_keeps_the_fitted_weights_near_the_confidences(basis_f
         else:
             assert float(w.max()) <= float(torch.sigmoid(torch.tensor(1.0))) + 1e-6
             assert float(w.min()) > 0.7  # still pushed up, by at most the bound
+
+
+@pytest.mark.parametrize("mode", ["heatmap", "refined", "refined_detached"])
+def test_3d_input_modes_read_v_or_v_prime_and_refined_detached_stops_the_gradient(
+    basis_file, mode: str
+) -> None:
+    """``input_3d``: ``heatmap`` fits V, both refined modes fit the 2D-KGNN's keypoints, and
+    only ``refined`` lets the 3D-KGNN's loss reach the 2D-KGNN's decoder."""
+    torch.manual_seed(0)
+    net = KeypointGraphNet(
+        encoder_hidden=8, decoder_hidden=8, hidden_3d=8, shape_basis=basis_file,
+        camera_3d="fitted", input_3d=mode, decoder_dropout=0.0, encoder_dropout=0.0,
+    )  # fmt: skip
+    seen = {}
+    net.encoder3d.register_forward_hook(lambda m, args, out: seen.update(points=args[2]))
+    nodes = net.make_nodes(torch.rand(3, 14, 2) * 2 - 1, torch.rand(3, 14))
+    out = net.forward_graph(nodes, torch.ones(3))
+    expected = out["keypoints_heatmap"] if mode == "heatmap" else out["keypoints_2d"]
+    assert torch.equal(seen["points"], expected)
+    out["keypoints_3d"].sum().backward()
+    decoder_grad = sum(p.grad.abs().sum() for p in net.decoder.parameters() if p.grad is not None)
+    assert (decoder_grad > 0) == (mode == "refined")
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.encoder3d.parameters())
+    with pytest.raises(ValueError, match="input_3d"):
+        KeypointGraphNet(shape_basis=basis_file, input_3d="refined_stopped")
