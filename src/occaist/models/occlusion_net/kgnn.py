@@ -711,7 +711,9 @@ class KeypointGraphNet(nn.Module):
             if self.encoder3d.camera == "fitted" and not self.training:
                 # diagnostic (evaluation only): the same fit without the learned weights, so
                 # the report shows what learning the weights adds to the fit it starts from
-                untrained = self.encoder3d(source, aspect, points, nodes[..., 2], False)
+                untrained = self.encoder3d(
+                    source, aspect, points, nodes[..., 2], learned_weights=False
+                )
                 out["keypoints_3d_fit"] = untrained["projection"]
             out.update({f"kgnn3d_{k}": v for k, v in res3d.items()})
         return out
